@@ -1,0 +1,17 @@
+# The service on the embedded defaults (state under /var/lib/sitetune, a volume).
+# CPU image: pass the PyTorch CPU wheel index as a build argument, e.g.
+#   docker build --build-arg TORCH_INDEX=<PyTorch CPU wheel index URL> -t sitetune .
+# GPU image: build FROM an NVIDIA CUDA runtime image, with TORCH_INDEX pointing at the
+# matching CUDA wheel index, and add EXTRAS=gpu (onnxruntime-gpu, TensorRT).
+FROM python:3.11-slim
+ARG TORCH_INDEX=""
+ARG EXTRAS=""
+ENV PIP_NO_CACHE_DIR=1 SITETUNE_DATA_DIR=/var/lib/sitetune SITETUNE_HOST=0.0.0.0
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY sitetune ./sitetune
+RUN pip install torch==2.13.0 ${TORCH_INDEX:+--index-url $TORCH_INDEX} \
+    && pip install ".${EXTRAS:+[$EXTRAS]}"
+EXPOSE 3000
+VOLUME ["/var/lib/sitetune"]
+CMD ["sitetune-serve"]

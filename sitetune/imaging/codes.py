@@ -1,0 +1,44 @@
+"""Coded concepts for the structures sitetune segments (SNOMED CT, as DICOM uses them).
+
+One table, used by the DICOM SEG writer, the model cards and the SR writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+
+@dataclass(frozen=True)
+class StructureCode:
+    """Segmented property category and type of one label, as a DICOM SEG segment needs."""
+
+    label: str
+    category: Code
+    type: Code
+    anatomic_region: Code | None = None
+
+
+LV_BLOOD_POOL = StructureCode(
+    "LV blood pool", codes.SCT.AnatomicalStructure, Code("87878005", "SCT", "Left ventricle"),
+    codes.SCT.Heart,
+)
+LV_MYOCARDIUM = StructureCode(
+    "LV myocardium", codes.SCT.AnatomicalStructure, codes.SCT.LeftVentricleMyocardium,
+    codes.SCT.Heart,
+)
+LESION = StructureCode(
+    "lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion, codes.SCT.Brain,
+)
+
+STRUCTURES: dict[str, StructureCode] = {s.label: s for s in (LV_BLOOD_POOL, LV_MYOCARDIUM, LESION)}
+
+
+def structure(label: str) -> StructureCode:
+    """The coded concept of a label name (``"LV myocardium"``, ``"lesion"``, ...)."""
+    try:
+        return STRUCTURES[label]
+    except KeyError:
+        raise KeyError(f"no code for label {label!r}; known labels: {sorted(STRUCTURES)}") from None

@@ -1,0 +1,111 @@
+"""Label maps -> DICOM Segmentation objects (highdicom, BINARY) on the source grid."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from sitetune import __version__
+from sitetune.imaging.codes import StructureCode
+from sitetune.imaging.volume import Volume
+
+
+def _frames_for_source(labels: np.ndarray, source: Volume) -> tuple[list[Dataset], np.ndarray]:
+    """Source datasets and the label frames in the order highdicom expects for them."""
+    dicom = source.dicom
+    slices = dicom.slices[0]
+    datasets = dicom.phase_datasets(0)
+    planes = np.ascontiguousarray(np.transpose(labels, (2, 1, 0)))  # (k, rows, cols)
+    if all(s.frame_number is None for s in slices):
+        order = {id(dicom.datasets[s.dataset_index]): k for k, s in enumerate(slices)}
+        return datasets, planes[[order[id(ds)] for ds in datasets]]
+    if len(datasets) != 1:
+        raise ValueError("a multi-frame source must be a single object")
+    n_frames = int(datasets[0].NumberOfFrames)
+    frames = np.zeros((n_frames, *planes.shape[1:]), dtype=planes.dtype)
+    for k, s in enumerate(slices):
+        frames[s.frame_number - 1] = planes[k]
+    return datasets, frames
+
+
+def segmentation_from_labels(
+    labels: np.ndarray,
+    source: Volume,
+    structures: Mapping[int, StructureCode],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    series_number: int = 900,
+    series_description: str | None = None,
+) -> hd.seg.Segmentation:
+    """Build a BINARY DICOM SEG for a label map lying on a DICOM volume's grid.
+
+    Args:
+        labels: ``(X, Y, Z)`` integer label map on ``source``'s grid (one phase).
+        source: the 3D DICOM volume the labels were computed on (``Volume.phase(t)`` for
+            4D input); its source datasets are referenced by every frame.
+        structures: label value -> coded structure; values absent from the map still get
+            a segment (with no frames) so the SEG always lists the model's labels.
+        algorithm_name, algorithm_version: the model name and version, recorded as the
+            segments' algorithm identification.
+    """
+    if source.dicom is None:
+        raise ValueError("the source volume was not read from DICOM")
+    if labels.shape != source.shape:
+        raise ValueError(f"labels shape {labels.shape} != source grid {source.shape}")
+    unknown = sorted(set(np.unique(labels).tolist()) - {0} - set(structures))
+    if unknown:
+        raise ValueError(f"label values {unknown} have no structure; known: {sorted(structures)}")
+    values = sorted(structures)
+    segment_map = np.zeros(labels.shape, dtype=np.uint8)
+    for number, value in enumerate(values, start=1):
+        segment_map[labels == value] = number
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name,
+        version=algorithm_version,
+        family=codes.cid7162.ArtificialIntelligence,
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=structures[value].label,
+            segmented_property_category=structures[value].category,
+            segmented_property_type=structures[value].type,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            anatomic_regions=[structures[value].anatomic_region]
+            if structures[value].anatomic_region else None,
+        )
+        for number, value in enumerate(values, start=1)
+    ]
+    datasets, frames = _frames_for_source(segment_map, source)
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="sitetune",
+        manufacturer_model_name=algorithm_name,
+        software_versions=f"sitetune {__version__}; {algorithm_name} {algorithm_version}",
+        device_serial_number="sitetune",
+        omit_empty_frames=False,
+    )
+    seg.SeriesDescription = series_description or f"{algorithm_name} {algorithm_version}"
+    return seg
+
+
+def write_seg(seg: hd.seg.Segmentation, path: Path | str) -> Path:
+    """Save a SEG built by `segmentation_from_labels`."""
+    path = Path(path)
+    seg.save_as(path)
+    return path

@@ -1,0 +1,1 @@
+"""The HTTP surface (BentoML + FastAPI routes). Nothing imports this package."""
