@@ -193,6 +193,9 @@ def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], 
             continue
         except Exception as exc:  # pydicom raises many types for damaged files
             raise InvalidInput(f"{name} is a damaged DICOM file ({exc})", code="invalid_dicom") from exc
+        if "SOPClassUID" not in ds:
+            raise InvalidInput(f"{name} is a damaged DICOM file (no SOP Class UID; truncated?)",
+                               code="invalid_dicom")
         if not _is_volume_image(ds):
             non_image[_sop_class_name(ds)] += 1
             continue

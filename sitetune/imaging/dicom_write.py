@@ -115,6 +115,8 @@ def write_dicom_series(
                                     if per_phase and n_phases > 1 else series_description)
             if body_part:
                 ds.BodyPartExamined = body_part
+            ds.PatientPosition = "HFS"
+            ds.Laterality = ""
             ds.FrameOfReferenceUID = frame_of_reference
             ds.PositionReferenceIndicator = ""
             ds.SOPClassUID = _SOP_CLASS[modality]
@@ -128,7 +130,7 @@ def write_dicom_series(
             ds.SliceThickness = _ds(spacing[2])
             ds.SliceLocation = _ds(float(np.cross(row_cos, col_cos) @ (lps @ [0, 0, k, 1])[:3]))
             if n_phases > 1:
-                ds.NominalPercentageOfCardiacPhase = _ds(percent)
+                ds.NominalPercentageOfCardiacPhase = float(percent)
                 ds.TriggerTime = _ds(trigger)
                 ds.TemporalPositionIdentifier = t + 1
                 ds.NumberOfTemporalPositions = n_phases

@@ -53,12 +53,9 @@ def load_nifti(path: Path | str, *, modality: str | None = None) -> Volume:
     if len(shape) not in (3, 4):
         raise InvalidInput(f"{path.name} has shape {img.shape}; a 3D or 4D image is required")
     try:
-        header = img.header
-        scaled = header.get_slope_inter() != (None, None) and header.get_slope_inter() != (1, 0)
-        if np.issubdtype(img.get_data_dtype(), np.integer) and not scaled:
-            array = np.asarray(img.dataobj).reshape(shape)
-        else:
-            array = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+        array = np.asarray(img.dataobj).reshape(shape)  # scl_slope/inter applied by nibabel
+        if not np.issubdtype(array.dtype, np.integer):
+            array = array.astype(np.float32, copy=False)
     except (OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
         raise InvalidInput(f"{path.name} is truncated or corrupt ({exc})") from exc
     phases = tuple(PhaseInfo(t) for t in range(1 if len(shape) == 3 else shape[3]))

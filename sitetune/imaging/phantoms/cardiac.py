@@ -8,8 +8,9 @@ The LV is a truncated prolate ellipsoid: the endocardium ``(r/a)^2 + (h/c)^2 = 1
 epicardium has an angle-dependent short-axis radius, so the wall is thicker at the
 septum than at the free wall. Above the base plane there is no wall: the blood pool
 opens into the left atrium and the aortic root, as at the mitral and aortic valves.
-Through the cycle the cavity shrinks (ES at 40 % of the R-R interval) while every
-short-axis ring keeps its myocardial area, so the wall thickens at ES.
+Through the cycle the cavity shrinks radially and shortens (ES at 40 % of the R-R
+interval) while the muscle volume is conserved, so the wall thickens at ES (by roughly
+25-45 %, as in normal hearts).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class CardiacAnatomy:
         s = contraction(phase)
         self.a_in = lv.a_in * (1.0 - lv.radial_shortening * s)
         self.c_in = lv.c_in * (1.0 - lv.long_shortening * s)
+        # Muscle volume is conserved: a shorter ventricle has more muscle per ring.
+        self.ring_gain = 1.0 / (1.0 - lv.long_shortening * s)
         self.apex_wall = 0.8 * lv.wall * (1.0 + 0.3 * s)
 
     def _frame(self, p: np.ndarray):
@@ -116,7 +119,8 @@ class CardiacAnatomy:
 
     def _labels(self, h, r, theta) -> np.ndarray:
         lv = self.lv
-        a_out = np.sqrt(self.a_in**2 + (lv.a_in + lv.wall_at(theta)) ** 2 - lv.a_in**2)
+        ring_area = (lv.a_in + lv.wall_at(theta)) ** 2 - lv.a_in**2  # at ED, over pi
+        a_out = np.sqrt(self.a_in**2 + ring_area * self.ring_gain)
         c_out = self.c_in + self.apex_wall
         below = h <= 0
         inner = (r / self.a_in) ** 2 + (h / self.c_in) ** 2 <= 1.0
@@ -147,10 +151,10 @@ class CardiacAnatomy:
         img[rv <= 1.25] = t["myocardium"]
         img[rv <= 1.0] = t["rv_blood"]
         # Left atrium above the base, slightly posterior; aortic root rising beside it.
-        la = (x + 6.0) ** 2 + (y - 4.0) ** 2 + (h - 20.0) ** 2 <= 21.0**2
+        la = (x + 7.0) ** 2 + (y - 3.0) ** 2 + (h - 14.0) ** 2 <= 22.0**2
         img[la] = t["blood"]
-        ao_axis_x = x - 8.0 - 0.35 * np.clip(h, 0, None)
-        aorta = (ao_axis_x**2 + (y + 10.0) ** 2 <= 13.0**2) & (h > -2.0) & (h < 90.0)
+        ao_axis_x = x - 10.0 - 0.35 * np.clip(h, 0, None)
+        aorta = (ao_axis_x**2 + (y + 8.0) ** 2 <= 12.0**2) & (h > -2.0) & (h < 90.0)
         img[aorta] = t["blood"]
         # LV wall and cavity; papillary muscles inside the cavity belong to the blood pool.
         labels = self._labels(h, r, theta)

@@ -8,8 +8,8 @@ transfer in practice:
     A: 1.0 mm isotropic volumetric reconstruction, smooth kernel, blood pool ~430 HU
     (bolus well timed), low noise (12 HU).
     B: 0.8 x 0.8 mm in plane with 2.5 mm slices (3 mm slice profile), sharper in plane
-    but thick slices, weaker enhancement (blood pool ~300 HU, myocardium ~130 HU, so the
-    blood/muscle contrast drops from ~320 to ~170 HU), 30 HU noise and a beam-hardening
+    but thick slices, a late bolus (blood pool ~255 HU, myocardium ~135 HU, so the
+    blood/muscle contrast drops from ~320 to ~120 HU), 30 HU noise and a beam-hardening
     like low-frequency shading (bias 8 %).
 
 ``flair-lesion`` (brain MRI FLAIR)
@@ -74,7 +74,7 @@ class SiteProfile:
 
 _CT_TISSUE_A = {"blood": 430.0, "rv_blood": 360.0, "myocardium": 110.0, "fat": -90.0,
                 "lung": -820.0, "soft": 45.0, "bone": 550.0, "air": -1000.0}
-_CT_TISSUE_B = {"blood": 300.0, "rv_blood": 250.0, "myocardium": 130.0, "fat": -80.0,
+_CT_TISSUE_B = {"blood": 255.0, "rv_blood": 215.0, "myocardium": 135.0, "fat": -80.0,
                 "lung": -780.0, "soft": 50.0, "bone": 600.0, "air": -1000.0}
 _MR_TISSUE_A = {"wm": 1.0, "gm": 1.35, "csf": 0.22, "lesion": 1.9, "other": 0.9}
 _MR_TISSUE_B = {"wm": 1.0, "gm": 1.22, "csf": 0.4, "lesion": 1.45, "other": 1.1}

