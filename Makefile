@@ -6,7 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint phantoms clean
+# Debian tools the tests use (dcmtk: JPEG-lossless encoding, later DIMSE peers).
+DEBIAN_PACKAGES := dcmtk
+
+.PHONY: install system-deps serve test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +29,15 @@ serve: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install lint
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "note: install$$missing for the full test suite (tests that need them skip)"; fi; \
+	fi
+
+test: install system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -23,9 +23,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("var"), description="root of local state (database, artifacts)")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file <data_dir>/sitetune.db")
+        None, description="SQLAlchemy URL; default: SQLite file <data_dir>/sitetune.db"
+    )
     artifact_dir: Path | None = Field(
-        None, description="model weights, engines and results; default: <data_dir>/artifacts")
+        None, description="model weights, engines and results; default: <data_dir>/artifacts"
+    )
     host: str = "127.0.0.1"
     port: int = 3000
     max_upload_bytes: int = Field(4 << 30, description="largest accepted upload (bytes)")
@@ -43,9 +45,12 @@ class Settings(BaseSettings):
 
     @property
     def zip_limits(self) -> ZipLimits:
-        return ZipLimits(max_total_bytes=self.zip_max_total_bytes,
-                         max_member_bytes=min(self.zip_max_total_bytes, 2 << 30),
-                         max_members=self.zip_max_members, max_ratio=self.zip_max_ratio)
+        return ZipLimits(
+            max_total_bytes=self.zip_max_total_bytes,
+            max_member_bytes=min(self.zip_max_total_bytes, 2 << 30),
+            max_members=self.zip_max_members,
+            max_ratio=self.zip_max_ratio,
+        )
 
     def prepare(self) -> None:
         """Create the local state folders (called by entry points, never on import)."""

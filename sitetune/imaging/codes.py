@@ -22,15 +22,22 @@ class StructureCode:
 
 
 LV_BLOOD_POOL = StructureCode(
-    "LV blood pool", codes.SCT.AnatomicalStructure, Code("87878005", "SCT", "Left ventricle"),
+    "LV blood pool",
+    codes.SCT.AnatomicalStructure,
+    Code("87878005", "SCT", "Left ventricle"),
     codes.SCT.Heart,
 )
 LV_MYOCARDIUM = StructureCode(
-    "LV myocardium", codes.SCT.AnatomicalStructure, codes.SCT.LeftVentricleMyocardium,
+    "LV myocardium",
+    codes.SCT.AnatomicalStructure,
+    codes.SCT.LeftVentricleMyocardium,
     codes.SCT.Heart,
 )
 LESION = StructureCode(
-    "lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion, codes.SCT.Brain,
+    "lesion",
+    codes.SCT.MorphologicallyAbnormalStructure,
+    codes.SCT.Lesion,
+    codes.SCT.Brain,
 )
 
 STRUCTURES: dict[str, StructureCode] = {s.label: s for s in (LV_BLOOD_POOL, LV_MYOCARDIUM, LESION)}

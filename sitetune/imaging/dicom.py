@@ -131,17 +131,34 @@ def _frames_of(ds: Dataset, index: int, name: str) -> list[Frame]:
                     f"{name}: frame {f} lacks plane position, orientation or pixel spacing"
                 )
             frames.append(
-                _frame(index, f, plane.ImagePositionPatient, orient.ImageOrientationPatient,
-                       measures.PixelSpacing, (rows, cols), rescale or ds,
-                       _phase_key(ds, per_frame), series_uid)
+                _frame(
+                    index,
+                    f,
+                    plane.ImagePositionPatient,
+                    orient.ImageOrientationPatient,
+                    measures.PixelSpacing,
+                    (rows, cols),
+                    rescale or ds,
+                    _phase_key(ds, per_frame),
+                    series_uid,
+                )
             )
         return frames
     for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if keyword not in ds:
             raise InvalidInput(f"{name}: image has no {keyword}; cannot place it in space")
     return [
-        _frame(index, None, ds.ImagePositionPatient, ds.ImageOrientationPatient,
-               ds.PixelSpacing, (rows, cols), ds, _phase_key(ds), series_uid)
+        _frame(
+            index,
+            None,
+            ds.ImagePositionPatient,
+            ds.ImageOrientationPatient,
+            ds.PixelSpacing,
+            (rows, cols),
+            ds,
+            _phase_key(ds),
+            series_uid,
+        )
     ]
 
 
@@ -192,10 +209,14 @@ def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], 
             skipped_non_dicom += 1
             continue
         except Exception as exc:  # pydicom raises many types for damaged files
-            raise InvalidInput(f"{name} is a damaged DICOM file ({exc})", code="invalid_dicom") from exc
+            raise InvalidInput(
+                f"{name} is a damaged DICOM file ({exc})", code="invalid_dicom"
+            ) from exc
         if "SOPClassUID" not in ds:
-            raise InvalidInput(f"{name} is a damaged DICOM file (no SOP Class UID; truncated?)",
-                               code="invalid_dicom")
+            raise InvalidInput(
+                f"{name} is a damaged DICOM file (no SOP Class UID; truncated?)",
+                code="invalid_dicom",
+            )
         if not _is_volume_image(ds):
             non_image[_sop_class_name(ds)] += 1
             continue
@@ -221,23 +242,31 @@ def _series_summaries(datasets: list[Dataset]) -> list[SeriesSummary]:
     for uid, group in by_series.items():
         first = group[0]
         number = first.get("SeriesNumber")
-        out.append(SeriesSummary(uid, None if number in (None, "") else int(number),
-                                 str(first.get("SeriesDescription", "")),
-                                 str(first.get("Modality", "")), len(group)))
+        out.append(
+            SeriesSummary(
+                uid,
+                None if number in (None, "") else int(number),
+                str(first.get("SeriesDescription", "")),
+                str(first.get("Modality", "")),
+                len(group),
+            )
+        )
     return sorted(out, key=lambda s: (s.series_number is None, s.series_number, s.series_uid))
 
 
 def _select(datasets: list[Dataset], names: list[str], series: str | None):
     summaries = _series_summaries(datasets)
     if series is not None:
-        wanted = {s.series_uid for s in summaries
-                  if series in (s.series_uid, str(s.series_number))}
+        wanted = {s.series_uid for s in summaries if series in (s.series_uid, str(s.series_number))}
         if not wanted:
             raise InvalidInput(
                 f"series {series!r} is not in the upload; series found are listed in details",
-                code="series_not_found", details=[s.as_dict() for s in summaries],
+                code="series_not_found",
+                details=[s.as_dict() for s in summaries],
             )
-        keep = [i for i, ds in enumerate(datasets) if str(ds.get("SeriesInstanceUID", "")) in wanted]
+        keep = [
+            i for i, ds in enumerate(datasets) if str(ds.get("SeriesInstanceUID", "")) in wanted
+        ]
         datasets, names = [datasets[i] for i in keep], [names[i] for i in keep]
         summaries = [s for s in summaries if s.series_uid in wanted]
     return datasets, names, summaries
@@ -248,16 +277,25 @@ def _check_same(frames: list[Frame], names: list[str]) -> None:
     for f in frames[1:]:
         where = names[f.dataset_index]
         if f.size != first.size:
-            raise InvalidInput(f"{where}: image size {f.size} differs from {first.size} "
-                               "in the same series", code="inconsistent_series")
-        if (np.abs(f.row_cosines - first.row_cosines).max() > ORIENTATION_TOLERANCE
-                or np.abs(f.col_cosines - first.col_cosines).max() > ORIENTATION_TOLERANCE):
-            raise InvalidInput(f"{where}: image orientation differs from the rest of the "
-                               "series (a localizer or a reformatted stack mixed in?)",
-                               code="inconsistent_series")
+            raise InvalidInput(
+                f"{where}: image size {f.size} differs from {first.size} in the same series",
+                code="inconsistent_series",
+            )
+        if (
+            np.abs(f.row_cosines - first.row_cosines).max() > ORIENTATION_TOLERANCE
+            or np.abs(f.col_cosines - first.col_cosines).max() > ORIENTATION_TOLERANCE
+        ):
+            raise InvalidInput(
+                f"{where}: image orientation differs from the rest of the "
+                "series (a localizer or a reformatted stack mixed in?)",
+                code="inconsistent_series",
+            )
         if not np.allclose(f.pixel_spacing, first.pixel_spacing, atol=1e-4):
-            raise InvalidInput(f"{where}: pixel spacing {f.pixel_spacing} differs from "
-                               f"{first.pixel_spacing} in the same series", code="inconsistent_series")
+            raise InvalidInput(
+                f"{where}: pixel spacing {f.pixel_spacing} differs from "
+                f"{first.pixel_spacing} in the same series",
+                code="inconsistent_series",
+            )
 
 
 def _stack_geometry(frames: list[Frame]) -> tuple[list[Frame], np.ndarray]:
@@ -272,7 +310,8 @@ def _stack_geometry(frames: list[Frame]) -> tuple[list[Frame], np.ndarray]:
         raise InvalidInput(
             f"two images share the slice position {distances[int(np.argmin(steps))]:.3f} mm "
             "without distinct cardiac phase or temporal tags; upload one series per phase",
-            code="duplicate_slices")
+            code="duplicate_slices",
+        )
     if len(frames) > 2:
         step = float(np.median(steps))
         ratio = steps / step
@@ -282,13 +321,16 @@ def _stack_geometry(frames: list[Frame]) -> tuple[list[Frame], np.ndarray]:
             raise InvalidInput(
                 f"{missing} slice(s) missing between positions {distances[gap]:.2f} and "
                 f"{distances[gap + 1]:.2f} mm along the slice normal (spacing {step:.3f} mm); "
-                "upload the complete series", code="missing_slices")
+                "upload the complete series",
+                code="missing_slices",
+            )
         deviation = np.abs(distances - distances[0] - step * np.arange(len(frames)))
         if deviation.max() > max(POSITION_TOLERANCE_MM, 0.01 * step):
             raise InvalidInput(
                 f"irregular slice spacing ({steps.min():.3f} to {steps.max():.3f} mm); "
                 "sitetune needs a regularly spaced series (resample it first)",
-                code="irregular_spacing")
+                code="irregular_spacing",
+            )
     if len(frames) > 1:
         # Least-squares fit of position = origin + k * step_vector (exact for gantry tilt).
         k = np.arange(len(frames), dtype=np.float64)
@@ -343,7 +385,9 @@ def _split_phases(frames: list[Frame], summaries: list[SeriesSummary]) -> list[l
         raise InvalidInput(
             f"the upload holds {len(summaries)} series that are not phases of one cardiac "
             "study; choose one with the `series` option (series UID or number)",
-            code="ambiguous_series", details=[s.as_dict() for s in summaries])
+            code="ambiguous_series",
+            details=[s.as_dict() for s in summaries],
+        )
     if len({_position_key(f) for f in frames}) == len(frames):
         return [frames]  # no position repeats: one phase, whatever the temporal tags say
     for slot in range(3):
@@ -360,16 +404,20 @@ def _decode(ds: Dataset, name: str) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError...
-        raise InvalidInput(f"{name}: pixel data cannot be decoded ({exc})",
-                           code="invalid_pixel_data") from exc
+        raise InvalidInput(
+            f"{name}: pixel data cannot be decoded ({exc})", code="invalid_pixel_data"
+        ) from exc
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise InvalidInput(f"{name}: colour images are not volumes (SamplesPerPixel="
-                           f"{ds.SamplesPerPixel})", code="unsupported_image")
+        raise InvalidInput(
+            f"{name}: colour images are not volumes (SamplesPerPixel={ds.SamplesPerPixel})",
+            code="unsupported_image",
+        )
     return pixels
 
 
-def volume_from_datasets(datasets: list[Dataset], names: list[str] | None = None,
-                         series: str | None = None) -> Volume:
+def volume_from_datasets(
+    datasets: list[Dataset], names: list[str] | None = None, series: str | None = None
+) -> Volume:
     """Assemble image datasets (one series, or the phases of one cardiac study) into a Volume.
 
     Args:
@@ -391,15 +439,19 @@ def volume_from_datasets(datasets: list[Dataset], names: list[str] | None = None
             raise InvalidInput(
                 f"the upload holds {len(summaries)} series that do not share one geometry "
                 f"({exc.message}); choose one with the `series` option",
-                code="ambiguous_series", details=[s.as_dict() for s in summaries]) from exc
+                code="ambiguous_series",
+                details=[s.as_dict() for s in summaries],
+            ) from exc
         raise
     phases = [_stack_geometry(p) for p in split]
     affine_lps = phases[0][1]
     for t, (_, other) in enumerate(phases[1:], start=1):
         if not np.allclose(other, affine_lps, atol=POSITION_TOLERANCE_MM):
-            raise InvalidInput(f"phase {t} covers different slice positions than phase 0; "
-                               "every phase must have the same geometry",
-                               code="inconsistent_phases")
+            raise InvalidInput(
+                f"phase {t} covers different slice positions than phase 0; "
+                "every phase must have the same geometry",
+                code="inconsistent_phases",
+            )
     rows, cols = frames[0].size
     n_slices = len(phases[0][0])
     if any(len(p[0]) != n_slices for p in phases):
@@ -416,8 +468,10 @@ def volume_from_datasets(datasets: list[Dataset], names: list[str] | None = None
         for t, k, f in placements:
             plane = pixels[(f.frame_number or 1) - 1]
             if plane.shape != (rows, cols):
-                raise InvalidInput(f"{names[index]}: pixel data is {plane.shape}, header says "
-                                   f"{(rows, cols)}", code="invalid_pixel_data")
+                raise InvalidInput(
+                    f"{names[index]}: pixel data is {plane.shape}, header says {(rows, cols)}",
+                    code="invalid_pixel_data",
+                )
             array[:, :, k, t] = plane.T.astype(np.float32) * f.slope + f.intercept
         del datasets[index].PixelData  # keep headers only, for source references
     infos = []
@@ -441,8 +495,12 @@ def volume_from_datasets(datasets: list[Dataset], names: list[str] | None = None
     )
 
 
-def load_dicom(source: Path | str | Iterable[Dataset], *, series: str | None = None,
-               limits: ZipLimits | None = None) -> Volume:
+def load_dicom(
+    source: Path | str | Iterable[Dataset],
+    *,
+    series: str | None = None,
+    limits: ZipLimits | None = None,
+) -> Volume:
     """Load a DICOM series (or a multi-phase cardiac study) into a `Volume`.
 
     Args:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -111,8 +111,11 @@ def write_dicom_series(
             ds.Modality = modality
             ds.SeriesInstanceUID = series_uid
             ds.SeriesNumber = 100 + t if per_phase else 100
-            ds.SeriesDescription = (f"{series_description} {percent:.0f}%"
-                                    if per_phase and n_phases > 1 else series_description)
+            ds.SeriesDescription = (
+                f"{series_description} {percent:.0f}%"
+                if per_phase and n_phases > 1
+                else series_description
+            )
             if body_part:
                 ds.BodyPartExamined = body_part
             ds.PatientPosition = "HFS"

@@ -30,8 +30,13 @@ def sniff(path: Path) -> str:
     )
 
 
-def load_volume(path: Path | str, *, series: str | None = None,
-                modality: str | None = None, limits: ZipLimits | None = None) -> Volume:
+def load_volume(
+    path: Path | str,
+    *,
+    series: str | None = None,
+    modality: str | None = None,
+    limits: ZipLimits | None = None,
+) -> Volume:
     """Load any supported upload into a `Volume` (see `sitetune.imaging.volume`).
 
     Args:

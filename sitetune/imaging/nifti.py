@@ -62,7 +62,9 @@ def load_nifti(path: Path | str, *, modality: str | None = None) -> Volume:
     return Volume(array=array, affine=_nifti_affine(img), modality=modality, phases=phases)
 
 
-def save_nifti(volume: Volume | np.ndarray, path: Path | str, affine: np.ndarray | None = None) -> Path:
+def save_nifti(
+    volume: Volume | np.ndarray, path: Path | str, affine: np.ndarray | None = None
+) -> Path:
     """Write a volume (or an array with ``affine``) as NIfTI-1, with qform and sform set.
 
     The dtype of the array is kept; use integer arrays for label maps.

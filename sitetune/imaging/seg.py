@@ -80,7 +80,8 @@ def segmentation_from_labels(
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             anatomic_regions=[structures[value].anatomic_region]
-            if structures[value].anatomic_region else None,
+            if structures[value].anatomic_region
+            else None,
         )
         for number, value in enumerate(values, start=1)
     ]

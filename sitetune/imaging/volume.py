@@ -107,9 +107,7 @@ class Volume:
         if self.array.ndim not in (3, 4):
             raise ValueError(f"array must be 3D or 4D, got shape {self.array.shape}")
         if len(self.phases) != self.n_phases:
-            raise ValueError(
-                f"phases lists {len(self.phases)} entries for {self.n_phases} frames"
-            )
+            raise ValueError(f"phases lists {len(self.phases)} entries for {self.n_phases} frames")
 
     @property
     def shape(self) -> tuple[int, int, int]:

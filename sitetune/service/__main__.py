@@ -10,8 +10,9 @@ from sitetune.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sitetune-serve",
-                                     description="Run the sitetune HTTP service.")
+    parser = argparse.ArgumentParser(
+        prog="sitetune-serve", description="Run the sitetune HTTP service."
+    )
     parser.add_argument("--host", help="listen address (default from settings: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default from settings: 3000)")
     args = parser.parse_args(argv)
@@ -19,11 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     settings.prepare()
     host = args.host or settings.host
     port = args.port or settings.port
-    print(f"sitetune: serving on http://{host}:{port} (state in {settings.data_dir.resolve()})",
-          file=sys.stderr, flush=True)
+    print(
+        f"sitetune: serving on http://{host}:{port} (state in {settings.data_dir.resolve()})",
+        file=sys.stderr,
+        flush=True,
+    )
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    command = [bentoml, "serve", "sitetune.service.app:Sitetune", "--host", host,
-               "--port", str(port)]
+    command = [
+        bentoml,
+        "serve",
+        "sitetune.service.app:Sitetune",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     os.execv(bentoml, command)
     return 0  # not reached
 

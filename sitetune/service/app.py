@@ -28,8 +28,9 @@ class Sitetune:
 
     def __init__(self) -> None:
         self.settings = Settings()
-        logger.info("sitetune %s worker ready (data dir %s)", __version__,
-                    self.settings.data_dir.resolve())
+        logger.info(
+            "sitetune %s worker ready (data dir %s)", __version__, self.settings.data_dir.resolve()
+        )
 
 
 @api.get("/v1/info")

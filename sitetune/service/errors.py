@@ -39,8 +39,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     request_id = uuid.uuid4().hex
     logger.exception("unhandled error (request id %s)", request_id, exc_info=exc)
-    return error_response(500, "internal_error",
-                          f"internal error; quote request id {request_id} to the operators")
+    return error_response(
+        500, "internal_error", f"internal error; quote request id {request_id} to the operators"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -32,13 +32,21 @@ class Grid:
         a = self.affine.astype(np.float32)
         out = np.empty((*self.shape, 3), dtype=np.float32)
         for d in range(3):
-            out[..., d] = (a[d, 0] * i[:, None, None] + a[d, 1] * j[None, :, None]
-                           + (a[d, 2] * (k + k_offset))[None, None, :] + a[d, 3])
+            out[..., d] = (
+                a[d, 0] * i[:, None, None]
+                + a[d, 1] * j[None, :, None]
+                + (a[d, 2] * (k + k_offset))[None, None, :]
+                + a[d, 3]
+            )
         return out
 
 
-def centred_grid(fov_mm: tuple[float, float, float], spacing: tuple[float, float, float],
-                 centre: np.ndarray, rotation: np.ndarray | None = None) -> Grid:
+def centred_grid(
+    fov_mm: tuple[float, float, float],
+    spacing: tuple[float, float, float],
+    centre: np.ndarray,
+    rotation: np.ndarray | None = None,
+) -> Grid:
     """A grid covering ``fov_mm`` around ``centre`` (RAS mm), axes along ``rotation``'s columns."""
     spacing = np.asarray(spacing, dtype=np.float64)
     shape = tuple(int(np.ceil(f / s)) for f, s in zip(fov_mm, spacing, strict=True))
@@ -66,24 +74,36 @@ def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, control: int 
     """
     coarse = rng.uniform(-1.0, 1.0, size=(control,) * len(shape))
     middle = [max(control, n // 8) for n in shape]
-    field = ndimage.zoom(coarse, [m / control for m in middle], order=3, mode="nearest",
-                         grid_mode=True)
-    field = ndimage.zoom(field, [n / m for n, m in zip(shape, field.shape, strict=True)],
-                         order=1, mode="nearest", grid_mode=True)
+    field = ndimage.zoom(
+        coarse, [m / control for m in middle], order=3, mode="nearest", grid_mode=True
+    )
+    field = ndimage.zoom(
+        field,
+        [n / m for n, m in zip(shape, field.shape, strict=True)],
+        order=1,
+        mode="nearest",
+        grid_mode=True,
+    )
     field = field[tuple(slice(0, n) for n in shape)]
     return np.clip(field / max(np.abs(field).max(), 1e-6), -1.0, 1.0).astype(np.float32)
 
 
-def shading(shape: tuple[int, int, int], profile: SiteProfile,
-            rng: np.random.Generator) -> np.ndarray | None:
+def shading(
+    shape: tuple[int, int, int], profile: SiteProfile, rng: np.random.Generator
+) -> np.ndarray | None:
     """The site's multiplicative shading field for one subject (None when the site has none)."""
     if not profile.bias:
         return None
     return 1.0 + profile.bias * smooth_field(shape, rng)
 
 
-def acquire(render: Callable[[np.ndarray], np.ndarray], grid: Grid, profile: SiteProfile,
-            rng: np.random.Generator, shade: np.ndarray | None = None) -> np.ndarray:
+def acquire(
+    render: Callable[[np.ndarray], np.ndarray],
+    grid: Grid,
+    profile: SiteProfile,
+    rng: np.random.Generator,
+    shade: np.ndarray | None = None,
+) -> np.ndarray:
     """Image ``render`` (world points ``(..., 3)`` -> intensity) as ``profile``'s scanner would.
 
     The slice sensitivity profile is integrated by sampling through each slice, the

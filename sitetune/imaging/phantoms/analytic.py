@@ -28,7 +28,9 @@ class ThicknessPhantom:
     description: dict
 
 
-def _grid(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _grid(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Voxel-centre coordinates in mm (origin at voxel 0) and the matching affine."""
     affine = np.diag([*spacing, 1.0])
     axes = [np.arange(n, dtype=np.float64) * s for n, s in zip(shape, spacing, strict=True)]
@@ -46,8 +48,14 @@ def _labels(inside: np.ndarray, wall: np.ndarray) -> np.ndarray:
     return out
 
 
-def spherical_shell(r_inner: float, r_outer: float, spacing=(1.0, 1.0, 1.0), *,
-                    rng: np.random.Generator | None = None, margin_mm: float = 4.0) -> ThicknessPhantom:
+def spherical_shell(
+    r_inner: float,
+    r_outer: float,
+    spacing=(1.0, 1.0, 1.0),
+    *,
+    rng: np.random.Generator | None = None,
+    margin_mm: float = 4.0,
+) -> ThicknessPhantom:
     """A spherical shell of radii ``r_inner < r_outer`` mm, centre offset randomly in a voxel."""
     if not 0 < r_inner < r_outer:
         raise ValueError(f"need 0 < r_inner < r_outer, got {r_inner}, {r_outer}")
@@ -57,14 +65,30 @@ def spherical_shell(r_inner: float, r_outer: float, spacing=(1.0, 1.0, 1.0), *,
     centre = (np.asarray(shape) - 1) / 2 * spacing + rng.uniform(-0.5, 0.5, 3) * spacing
     r = np.linalg.norm(points - centre, axis=-1)
     labels = _labels(r < r_inner, (r >= r_inner) & (r < r_outer))
-    return ThicknessPhantom(Volume(labels, affine), r_outer - r_inner, labels == 2,
-                            {"kind": "sphere", "r_inner": r_inner, "r_outer": r_outer,
-                             "spacing": list(spacing), "centre_mm": centre.tolist()})
+    return ThicknessPhantom(
+        Volume(labels, affine),
+        r_outer - r_inner,
+        labels == 2,
+        {
+            "kind": "sphere",
+            "r_inner": r_inner,
+            "r_outer": r_outer,
+            "spacing": list(spacing),
+            "centre_mm": centre.tolist(),
+        },
+    )
 
 
-def cylindrical_shell(r_inner: float, r_outer: float, spacing=(1.0, 1.0, 1.0), *,
-                      axis=(0.0, 0.0, 1.0), length_mm: float | None = None,
-                      rng: np.random.Generator | None = None, margin_mm: float = 4.0) -> ThicknessPhantom:
+def cylindrical_shell(
+    r_inner: float,
+    r_outer: float,
+    spacing=(1.0, 1.0, 1.0),
+    *,
+    axis=(0.0, 0.0, 1.0),
+    length_mm: float | None = None,
+    rng: np.random.Generator | None = None,
+    margin_mm: float = 4.0,
+) -> ThicknessPhantom:
     """A cylindrical shell around ``axis`` through the (offset) centre, spanning the array.
 
     The cylinder runs through the whole array, so the end faces are array faces; ``valid``
@@ -85,14 +109,29 @@ def cylindrical_shell(r_inner: float, r_outer: float, spacing=(1.0, 1.0, 1.0), *
     half = (np.asarray(shape) - 1) * spacing / 2
     reach = np.min(half / np.maximum(np.abs(axis), 1e-9))  # distance to where the axis exits
     valid = (labels == 2) & (np.abs(along) < reach - r_outer)
-    return ThicknessPhantom(Volume(labels, affine), r_outer - r_inner, valid,
-                            {"kind": "cylinder", "r_inner": r_inner, "r_outer": r_outer,
-                             "axis": axis.tolist(), "spacing": list(spacing),
-                             "centre_mm": centre.tolist()})
+    return ThicknessPhantom(
+        Volume(labels, affine),
+        r_outer - r_inner,
+        valid,
+        {
+            "kind": "cylinder",
+            "r_inner": r_inner,
+            "r_outer": r_outer,
+            "axis": axis.tolist(),
+            "spacing": list(spacing),
+            "centre_mm": centre.tolist(),
+        },
+    )
 
 
-def slab(thickness: float, normal=(1.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0), *,
-         extent_mm: float = 48.0, rng: np.random.Generator | None = None) -> ThicknessPhantom:
+def slab(
+    thickness: float,
+    normal=(1.0, 0.0, 0.0),
+    spacing=(1.0, 1.0, 1.0),
+    *,
+    extent_mm: float = 48.0,
+    rng: np.random.Generator | None = None,
+) -> ThicknessPhantom:
     """A wall between two planes ``thickness`` mm apart with unit ``normal``.
 
     Label 1 lies on the side the normal points away from, label 0 beyond the wall.
@@ -110,6 +149,15 @@ def slab(thickness: float, normal=(1.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0), *,
     idx = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1)
     border = np.minimum(idx, np.asarray(shape) - 1 - idx).min(-1) * min(spacing)
     valid = (labels == 2) & (border > thickness + 2 * max(spacing))
-    return ThicknessPhantom(Volume(labels, affine), thickness, valid,
-                            {"kind": "slab", "thickness": thickness, "normal": normal.tolist(),
-                             "spacing": list(spacing), "centre_mm": centre.tolist()})
+    return ThicknessPhantom(
+        Volume(labels, affine),
+        thickness,
+        valid,
+        {
+            "kind": "slab",
+            "thickness": thickness,
+            "normal": normal.tolist(),
+            "spacing": list(spacing),
+            "centre_mm": centre.tolist(),
+        },
+    )

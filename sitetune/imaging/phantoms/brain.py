@@ -62,8 +62,9 @@ def mni_template() -> Template:
     deep_wm = wm > 0.95
     distance_to_csf = ndimage.distance_transform_edt(csf < 0.5)
     periventricular = np.where(deep_wm, np.exp(-distance_to_csf / 8.0), 0.0).astype(np.float32)
-    return Template(np.stack([gm, wm, csf, head]).astype(np.float32), t1.affine.copy(),
-                    periventricular)
+    return Template(
+        np.stack([gm, wm, csf, head]).astype(np.float32), t1.affine.copy(), periventricular
+    )
 
 
 def _lesion_map(template: Template, rng: np.random.Generator, n_lesions: int) -> np.ndarray:
@@ -85,8 +86,15 @@ def _lesion_map(template: Template, rng: np.random.Generator, n_lesions: int) ->
             hi = np.minimum(np.round(offset).astype(int) + half + 1, shape)
             if np.any(hi <= lo):
                 continue
-            idx = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)),
-                                       indexing="ij"), -1) - offset
+            idx = (
+                np.stack(
+                    np.meshgrid(
+                        *(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"
+                    ),
+                    -1,
+                )
+                - offset
+            )
             local = idx @ rot / radii
             q = np.sqrt((local**2).sum(-1))
             soft = np.clip(0.5 - (q - 1.0) * radii.min(), 0.0, 1.0)
@@ -103,8 +111,9 @@ class BrainSubject:
         self.tissue = tissue
         # Interpolation is linear, so mixing the tissue maps first gives the same image.
         gm, wm, csf, head = self.template.maps
-        self.signal = gm * tissue["gm"] + wm * tissue["wm"] + csf * tissue["csf"] + head * tissue[
-            "other"]
+        self.signal = (
+            gm * tissue["gm"] + wm * tissue["wm"] + csf * tissue["csf"] + head * tissue["other"]
+        )
         self.lesions = _lesion_map(self.template, rng, n_lesions)
         scale = rng.uniform(0.92, 1.08, 3)
         self.linear = random_rotation(rng, 8.0) * scale  # template mm -> subject mm
@@ -121,8 +130,11 @@ class BrainSubject:
         # world -> MNI mm: x_mni = L^-1 (p - c - shift) + c + warp; then MNI mm -> voxel.
         inv_template = np.linalg.inv(self.template.affine)
         m = inv_template[:3, :3] @ np.linalg.inv(self.linear)
-        offset = (inv_template[:3, :3] @ (TEMPLATE_CENTRE - np.linalg.inv(self.linear)
-                                          @ (TEMPLATE_CENTRE + self.shift)) + inv_template[:3, 3])
+        offset = (
+            inv_template[:3, :3]
+            @ (TEMPLATE_CENTRE - np.linalg.inv(self.linear) @ (TEMPLATE_CENTRE + self.shift))
+            + inv_template[:3, 3]
+        )
         warp = self._warp[1]
         out = np.empty((3, *p.shape[:3]), dtype=np.float32)
         for d in range(3):
@@ -155,9 +167,14 @@ class BrainCase:
     truth: dict
 
 
-def brain_phantom(seed: int, site: str | SiteProfile = "A", *, n_lesions: int | None = None,
-                  grid_rotation: np.ndarray | None = None,
-                  spacing: tuple[float, float, float] | None = None) -> BrainCase:
+def brain_phantom(
+    seed: int,
+    site: str | SiteProfile = "A",
+    *,
+    n_lesions: int | None = None,
+    grid_rotation: np.ndarray | None = None,
+    spacing: tuple[float, float, float] | None = None,
+) -> BrainCase:
     """Generate one brain FLAIR case, deterministic in ``seed``.
 
     Args:
@@ -188,5 +205,6 @@ def brain_phantom(seed: int, site: str | SiteProfile = "A", *, n_lesions: int | 
         "site": profile.name,
         "seed": seed,
     }
-    return BrainCase(Volume(image, grid.affine, modality="MR"),
-                     Volume(labels, grid.affine, modality="MR"), truth)
+    return BrainCase(
+        Volume(image, grid.affine, modality="MR"), Volume(labels, grid.affine, modality="MR"), truth
+    )

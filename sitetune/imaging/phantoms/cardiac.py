@@ -74,7 +74,9 @@ class LVShape:
         hypertrophic = rng.uniform() < 0.2
         return cls(
             base_centre=centre + axis * 30.0,
-            axis=axis, e1=e1, e2=np.cross(axis, e1),
+            axis=axis,
+            e1=e1,
+            e2=np.cross(axis, e1),
             a_in=rng.uniform(19.0, 26.0),
             c_in=rng.uniform(55.0, 72.0),
             wall=rng.uniform(12.5, 16.5) if hypertrophic else rng.uniform(6.5, 11.5),
@@ -88,8 +90,11 @@ class LVShape:
 
     def wall_at(self, theta: np.ndarray) -> np.ndarray:
         """ED wall thickness (mm) at angle ``theta`` around the long axis (0 = septum)."""
-        return self.wall * (1.0 + self.wall_cos1 * np.cos(theta)
-                            + self.wall_cos2 * np.cos(2 * theta + self.wall_phase2))
+        return self.wall * (
+            1.0
+            + self.wall_cos1 * np.cos(theta)
+            + self.wall_cos2 * np.cos(2 * theta + self.wall_phase2)
+        )
 
 
 class CardiacAnatomy:
@@ -180,9 +185,14 @@ class CardiacCase:
     truth: dict
 
 
-def cardiac_phantom(seed: int, site: str | SiteProfile = "A", *, phases: int = 1,
-                    grid_rotation: np.ndarray | None = None,
-                    spacing: tuple[float, float, float] | None = None) -> CardiacCase:
+def cardiac_phantom(
+    seed: int,
+    site: str | SiteProfile = "A",
+    *,
+    phases: int = 1,
+    grid_rotation: np.ndarray | None = None,
+    spacing: tuple[float, float, float] | None = None,
+) -> CardiacCase:
     """Generate one cardiac CT case, deterministic in ``seed``.
 
     Args:
@@ -212,11 +222,16 @@ def cardiac_phantom(seed: int, site: str | SiteProfile = "A", *, phases: int = 1
         images.append(np.clip(np.round(image), -1024, 3071).astype(np.float32))
         labels.append(anatomy.labels(grid.points()))
     es = int(np.argmin([abs(f - ES_FRACTION) for f in fractions])) if phases > 1 else 0
-    infos = tuple(PhaseInfo(t, nominal_percentage=100.0 * f, trigger_time_ms=800.0 * f)
-                  for t, f in enumerate(fractions))
-    stack = (lambda xs: xs[0] if phases == 1 else np.stack(xs, axis=-1))
-    image_volume = Volume(stack(images), grid.affine, modality="CT", phases=infos)
-    label_volume = Volume(stack(labels), grid.affine, modality="CT", phases=infos)
+    infos = tuple(
+        PhaseInfo(t, nominal_percentage=100.0 * f, trigger_time_ms=800.0 * f)
+        for t, f in enumerate(fractions)
+    )
+    if phases == 1:
+        image_array, label_array = images[0], labels[0]
+    else:
+        image_array, label_array = np.stack(images, axis=-1), np.stack(labels, axis=-1)
+    image_volume = Volume(image_array, grid.affine, modality="CT", phases=infos)
+    label_volume = Volume(label_array, grid.affine, modality="CT", phases=infos)
     truth = {
         "ed_wall_mm": round(float(lv.wall), 3),
         "a_in_mm": round(float(lv.a_in), 3),

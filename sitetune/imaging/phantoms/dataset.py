@@ -68,7 +68,9 @@ class DatasetSpec:
         if self.cases < 1:
             raise ValueError(f"cases must be >= 1, got {self.cases}")
         if self.phases < 1 or (self.family is Family.FLAIR_LESION and self.phases != 1):
-            raise ValueError(f"phases must be 1 for flair-lesion and >= 1 for lv-ct, got {self.phases}")
+            raise ValueError(
+                f"phases must be 1 for flair-lesion and >= 1 for lv-ct, got {self.phases}"
+            )
 
 
 def case_seed(spec: DatasetSpec, index: int) -> int:
@@ -111,10 +113,14 @@ def write_case(spec: DatasetSpec, index: int, folder: Path) -> dict:
         save_nifti(image.array.astype(np.int16), folder / image_path, affine=image.affine)
     else:
         image_path = f"imagesTr/{name}"
-        write_dicom_series(case.image, folder / image_path, patient_id=name,
-                           series_description=f"{spec.family} site {spec.site}",
-                           phase_layout=spec.phase_layout,
-                           body_part="HEART" if spec.family is Family.LV_CT else "BRAIN")
+        write_dicom_series(
+            case.image,
+            folder / image_path,
+            patient_id=name,
+            series_description=f"{spec.family} site {spec.site}",
+            phase_layout=spec.phase_layout,
+            body_part="HEART" if spec.family is Family.LV_CT else "BRAIN",
+        )
     label_path = f"labelsTr/{name}.nii.gz"
     labels = _sparse_labels(case, spec)
     save_nifti(labels.array.astype(np.uint8), folder / label_path, affine=labels.affine)
@@ -122,8 +128,13 @@ def write_case(spec: DatasetSpec, index: int, folder: Path) -> dict:
     return {"image": f"./{image_path}", "label": f"./{label_path}", "truth": truth}
 
 
-def write_msd_dataset(spec: DatasetSpec, out: Path | str, *, workers: int | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Path:
+def write_msd_dataset(
+    spec: DatasetSpec,
+    out: Path | str,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Write a whole dataset to ``out`` (which must not exist yet); return ``out``.
 
     Cases are generated in ``workers`` processes (default: all cores). ``progress`` is

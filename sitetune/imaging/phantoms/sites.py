@@ -72,25 +72,81 @@ class SiteProfile:
         }
 
 
-_CT_TISSUE_A = {"blood": 430.0, "rv_blood": 360.0, "myocardium": 110.0, "fat": -90.0,
-                "lung": -820.0, "soft": 45.0, "bone": 550.0, "air": -1000.0}
-_CT_TISSUE_B = {"blood": 255.0, "rv_blood": 215.0, "myocardium": 135.0, "fat": -80.0,
-                "lung": -780.0, "soft": 50.0, "bone": 600.0, "air": -1000.0}
+_CT_TISSUE_A = {
+    "blood": 430.0,
+    "rv_blood": 360.0,
+    "myocardium": 110.0,
+    "fat": -90.0,
+    "lung": -820.0,
+    "soft": 45.0,
+    "bone": 550.0,
+    "air": -1000.0,
+}
+_CT_TISSUE_B = {
+    "blood": 255.0,
+    "rv_blood": 215.0,
+    "myocardium": 135.0,
+    "fat": -80.0,
+    "lung": -780.0,
+    "soft": 50.0,
+    "bone": 600.0,
+    "air": -1000.0,
+}
 _MR_TISSUE_A = {"wm": 1.0, "gm": 1.35, "csf": 0.22, "lesion": 1.9, "other": 0.9}
 _MR_TISSUE_B = {"wm": 1.0, "gm": 1.22, "csf": 0.4, "lesion": 1.45, "other": 1.1}
 
 SITES: dict[Family, dict[str, SiteProfile]] = {
     Family.LV_CT: {
-        "A": SiteProfile("A", Family.LV_CT, (1.0, 1.0, 1.0), Acquisition.VOLUMETRIC,
-                         1.0, 1.0, 12.0, 0.0, _CT_TISSUE_A, 0.08),
-        "B": SiteProfile("B", Family.LV_CT, (0.8, 0.8, 2.5), Acquisition.THICK_SLICE,
-                         3.0, 0.8, 30.0, 0.08, _CT_TISSUE_B, 0.12),
+        "A": SiteProfile(
+            "A",
+            Family.LV_CT,
+            (1.0, 1.0, 1.0),
+            Acquisition.VOLUMETRIC,
+            1.0,
+            1.0,
+            12.0,
+            0.0,
+            _CT_TISSUE_A,
+            0.08,
+        ),
+        "B": SiteProfile(
+            "B",
+            Family.LV_CT,
+            (0.8, 0.8, 2.5),
+            Acquisition.THICK_SLICE,
+            3.0,
+            0.8,
+            30.0,
+            0.08,
+            _CT_TISSUE_B,
+            0.12,
+        ),
     },
     Family.FLAIR_LESION: {
-        "A": SiteProfile("A", Family.FLAIR_LESION, (1.2, 1.2, 1.2), Acquisition.VOLUMETRIC,
-                         1.2, 1.2, 0.03, 0.05, _MR_TISSUE_A, 0.05),
-        "B": SiteProfile("B", Family.FLAIR_LESION, (0.9, 0.9, 5.0), Acquisition.THICK_SLICE,
-                         5.0, 1.0, 0.06, 0.30, _MR_TISSUE_B, 0.08),
+        "A": SiteProfile(
+            "A",
+            Family.FLAIR_LESION,
+            (1.2, 1.2, 1.2),
+            Acquisition.VOLUMETRIC,
+            1.2,
+            1.2,
+            0.03,
+            0.05,
+            _MR_TISSUE_A,
+            0.05,
+        ),
+        "B": SiteProfile(
+            "B",
+            Family.FLAIR_LESION,
+            (0.9, 0.9, 5.0),
+            Acquisition.THICK_SLICE,
+            5.0,
+            1.0,
+            0.06,
+            0.30,
+            _MR_TISSUE_B,
+            0.08,
+        ),
     },
 }
 
@@ -101,4 +157,6 @@ def site_profile(family: Family | str, site: str) -> SiteProfile:
     try:
         return SITES[family][site]
     except KeyError:
-        raise ValueError(f"unknown site {site!r} for {family}; known: {sorted(SITES[family])}") from None
+        raise ValueError(
+            f"unknown site {site!r} for {family}; known: {sorted(SITES[family])}"
+        ) from None

@@ -24,8 +24,10 @@ def _tree(root) -> set[str]:
     return {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs}
 
 
-@pytest.mark.parametrize("name", ["../escape.txt", "a/../../escape.txt", "/etc/passwd",
-                                  "C:/windows/x.dcm", "a\\..\\b.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "C:/windows/x.dcm", "a\\..\\b.dcm"],
+)
 def test_escaping_names_are_refused_and_nothing_is_written(tmp_path, name):
     archive = _zip(tmp_path / "evil.zip", {"ok.dcm": b"x", name: b"payload"})
     before = _tree(tmp_path)
@@ -72,7 +74,7 @@ def test_member_lying_about_its_size_is_stopped_while_inflating(tmp_path):
     raw = bytearray(buffer.getvalue())
     # Patch the central directory's uncompressed size (offset 24 in the entry) to 1000.
     cd = raw.rfind(b"PK\x01\x02")
-    raw[cd + 24: cd + 28] = (1000).to_bytes(4, "little")
+    raw[cd + 24 : cd + 28] = (1000).to_bytes(4, "little")
     archive = tmp_path / "liar.zip"
     archive.write_bytes(bytes(raw))
     with pytest.raises((PayloadTooLarge, UnsafeArchive)):
@@ -87,8 +89,10 @@ def test_random_bytes_are_not_a_zip(tmp_path):
 
 
 def test_os_litter_is_skipped_and_good_zips_extract(tmp_path):
-    archive = _zip(tmp_path / "ok.zip", {"s/1.dcm": b"a", "__MACOSX/s/._1.dcm": b"junk",
-                                         "s/.DS_Store": b"junk", "s/2.dcm": b"b"})
+    archive = _zip(
+        tmp_path / "ok.zip",
+        {"s/1.dcm": b"a", "__MACOSX/s/._1.dcm": b"junk", "s/.DS_Store": b"junk", "s/2.dcm": b"b"},
+    )
     assert [n for n, _ in iter_zip_files(archive)] == ["s/1.dcm", "s/2.dcm"]
     out = extract_zip(archive, tmp_path / "out")
     assert _tree(out) == {"s/1.dcm", "s/2.dcm"}

@@ -20,8 +20,9 @@ from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.imaging.load import load_volume
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless],
-                         ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda s: s.name
+)
 def test_series_compressed_by_pydicom_loads_identically(small_cardiac_3d, tmp_path, syntax):
     paths = write_dicom_series(small_cardiac_3d.image, tmp_path / "dcm")
     for path in paths:
@@ -41,8 +42,12 @@ def test_series_compressed_as_jpeg_lossless_by_dcmtk_loads_identically(small_car
     out = tmp_path / "jpll"
     out.mkdir()
     for path in paths:
-        subprocess.run([dcmcjpeg, "+e1", str(path), str(out / path.name)], check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [dcmcjpeg, "+e1", str(path), str(out / path.name)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     assert pydicom.dcmread(next(out.iterdir())).file_meta.TransferSyntaxUID == JPEGLosslessSV1
     volume = load_volume(out)
     np.testing.assert_array_equal(volume.array, small_cardiac_3d.image.array)
@@ -67,5 +72,7 @@ def test_reference_files_decode_to_their_uncompressed_twins(compressed, referenc
     np.testing.assert_allclose(a.affine, b.affine)
     # Same values as pydicom's own decode, rescale applied, in (column, row) order.
     ds = pydicom.dcmread(paths[1])
-    expected = ds.pixel_array.T * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    expected = ds.pixel_array.T * float(ds.get("RescaleSlope", 1)) + float(
+        ds.get("RescaleIntercept", 0)
+    )
     np.testing.assert_allclose(b.array[:, :, 0], expected, rtol=1e-6)

@@ -124,8 +124,12 @@ def test_enhanced_multiframe_loads_like_its_single_frame_series(small_cardiac_3d
     legacy = [pydicom.dcmread(p) for p in paths]
     random.Random(3).shuffle(legacy)  # frame order is not slice order
     enhanced = LegacyConvertedEnhancedCTImage(
-        legacy_datasets=legacy, series_instance_uid=pydicom.uid.generate_uid(),
-        series_number=5, sop_instance_uid=pydicom.uid.generate_uid(), instance_number=1)
+        legacy_datasets=legacy,
+        series_instance_uid=pydicom.uid.generate_uid(),
+        series_number=5,
+        sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1,
+    )
     enhanced.save_as(tmp_path / "enhanced.dcm")
     volume = load_volume(tmp_path / "enhanced.dcm")
     np.testing.assert_array_equal(volume.array, small_cardiac_3d.image.array)
@@ -135,8 +139,9 @@ def test_enhanced_multiframe_loads_like_its_single_frame_series(small_cardiac_3d
 
 def test_several_unrelated_series_need_a_selector(small_cardiac_3d, oblique_cardiac, tmp_path):
     write_dicom_series(small_cardiac_3d.image, tmp_path / "dcm" / "a", series_description="axial")
-    write_dicom_series(oblique_cardiac.image.phase(0), tmp_path / "dcm" / "b",
-                       series_description="oblique")
+    write_dicom_series(
+        oblique_cardiac.image.phase(0), tmp_path / "dcm" / "b", series_description="oblique"
+    )
     with pytest.raises(InvalidInput) as err:
         load_volume(tmp_path / "dcm")
     assert err.value.code == "ambiguous_series" and err.value.status == 422

@@ -12,8 +12,9 @@ from sitetune.errors import InvalidInput, UnsupportedInput
 from sitetune.imaging.load import load_volume
 from sitetune.imaging.nifti import load_nifti, save_nifti
 
-ROTATED = np.array([[0.0, -1.2, 0.0, 30.0], [0.9, 0.0, 0.0, -20.0], [0.0, 0.0, 2.5, 5.0],
-                    [0.0, 0.0, 0.0, 1.0]])
+ROTATED = np.array(
+    [[0.0, -1.2, 0.0, 30.0], [0.9, 0.0, 0.0, -20.0], [0.0, 0.0, 2.5, 5.0], [0.0, 0.0, 0.0, 1.0]]
+)
 
 
 def _write(path, array, qform=None, sform=None):
@@ -32,7 +33,9 @@ def _write(path, array, qform=None, sform=None):
 
 def test_sform_wins_over_qform(tmp_path):
     other = np.diag([1.0, 1.0, 1.0, 1.0])
-    path = _write(tmp_path / "a.nii.gz", np.zeros((4, 5, 6), np.float32), qform=other, sform=ROTATED)
+    path = _write(
+        tmp_path / "a.nii.gz", np.zeros((4, 5, 6), np.float32), qform=other, sform=ROTATED
+    )
     np.testing.assert_allclose(load_nifti(path).affine, ROTATED, atol=1e-6)
 
 

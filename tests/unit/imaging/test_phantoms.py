@@ -52,11 +52,13 @@ def test_cardiac_cycle_has_ed_largest_es_smallest_and_wall_thickening(cardiac_4d
     assert int(np.argmin(blood)) == case.es_phase == 4
     assert 1 - blood[4] / blood[0] > 0.3  # ejection fraction above 30 %
     assert np.ptp(muscle) / muscle.mean() < 0.15  # the muscle is conserved...
+
     # ...so the same muscle wrapped around a smaller cavity is thicker: compare the mean
     # depth of myocardium voxels below the epicardium (distance to the non-LV outside).
     def mean_depth(t):
         outside = labels[..., t] == 0
         return ndimage.distance_transform_edt(~outside)[labels[..., t] == 2].mean()
+
     assert mean_depth(4) > 1.15 * mean_depth(0)
 
 
@@ -105,8 +107,10 @@ def test_brain_without_lesions_and_site_b_shift():
     assert none.image.spacing == pytest.approx((0.9, 0.9, 5.0))
     a = brain_phantom(2, "A", n_lesions=15)
     b = brain_phantom(2, "B", n_lesions=15)
-    threshold = 0.5 * (np.median(a.image.array[a.labels.array == 1])
-                       + np.percentile(a.image.array[a.labels.array == 0], 99.5))
+    threshold = 0.5 * (
+        np.median(a.image.array[a.labels.array == 1])
+        + np.percentile(a.image.array[a.labels.array == 0], 99.5)
+    )
     on_a = dice(a.image.array > threshold, a.labels.array == 1)
     on_b = dice(b.image.array > threshold, b.labels.array == 1)
     assert on_a - on_b > 0.1

@@ -1,0 +1,1 @@
+"""clients: built by a later issue (see README, Status)."""

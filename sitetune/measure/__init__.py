@@ -1,0 +1,1 @@
+"""measure: built by a later issue (see README, Status)."""

@@ -1,0 +1,1 @@
+"""models: built by a later issue (see README, Status)."""

@@ -1,0 +1,1 @@
+"""training: built by a later issue (see README, Status)."""

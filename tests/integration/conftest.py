@@ -1,0 +1,67 @@
+"""Start the real service (`sitetune-serve` -> `bentoml serve`) once per session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base_url: str, data_dir: Path, log: Path) -> None:
+        self.base_url, self.data_dir, self.log = base_url, data_dir, log
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    log = root / "server.log"
+    env = dict(os.environ, SITETUNE_DATA_DIR=str(root / "data"), SITETUNE_PORT=str(port))
+    serve = Path(sys.executable).parent / "sitetune-serve"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(serve)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield Server(base, root / "data", log)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,27 @@
+"""The serve command starts a real BentoML server on the embedded defaults."""
+
+from __future__ import annotations
+
+
+def test_health_readiness_and_metrics(server):
+    with server.client() as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "bentoml_service_request" in metrics.text
+        info = client.get("/v1/info").json()
+        assert info["service"] == "sitetune" and info["version"]
+
+
+def test_local_state_lives_under_the_data_dir(server):
+    assert (server.data_dir / "artifacts").is_dir()
+
+
+def test_errors_are_json_with_code_and_message(server):
+    with server.client() as client:
+        response = client.post("/v1/info")
+        assert response.status_code == 405
+        assert response.json() == {
+            "error": {"code": "method_not_allowed", "message": "Method Not Allowed"}
+        }
