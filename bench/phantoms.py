@@ -44,13 +44,20 @@ def main() -> None:
             meta = json.loads((out / "dataset.json").read_text())
             per_case = [c["seconds"] for c in meta["sitetune"]["cases"]]
             size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        row = dict(config, cases=args.cases, workers=args.workers, total_s=round(seconds, 1),
-                   per_case_median_s=round(statistics.median(per_case), 2),
-                   megabytes=round(size / 1e6, 1))
+        row = dict(
+            config,
+            cases=args.cases,
+            workers=args.workers,
+            total_s=round(seconds, 1),
+            per_case_median_s=round(statistics.median(per_case), 2),
+            megabytes=round(size / 1e6, 1),
+        )
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "rows": rows}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

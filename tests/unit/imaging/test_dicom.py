@@ -264,3 +264,23 @@ def test_zip_with_parent_path_is_refused_before_reading(small_cardiac_3d, tmp_pa
     with pytest.raises(UnsafeArchive, match="outside the archive"):
         load_volume(archive)
     assert not (tmp_path.parent / "escape.dcm").exists()
+
+
+def test_mask_saved_as_nifti_for_dicom_input_lies_on_the_dicom_grid(oblique_cardiac, tmp_path):
+    ed = oblique_cardiac.image.phase(0)
+    write_dicom_series(ed, tmp_path / "dcm")
+    source = load_volume(tmp_path / "dcm")
+    mask = oblique_cardiac.labels.phase(0).array
+    save_nifti(source.with_array(mask), tmp_path / "mask.nii.gz")
+    back = load_volume(tmp_path / "mask.nii.gz")
+    np.testing.assert_array_equal(back.array, mask)
+    assert np.abs(back.world_coordinates() - source.world_coordinates()).max() <= 1e-4
+
+
+def test_vendor_enhanced_ct_loads():
+    from pydicom.data import get_testdata_file
+
+    volume = load_volume(get_testdata_file("eCT_Supplemental.dcm"))  # Enhanced CT, 2 frames
+    assert volume.shape == (512, 512, 2) and volume.modality == "CT"
+    assert volume.spacing == pytest.approx((0.388672, 0.388672, 10.0), abs=1e-5)
+    assert volume.array.min() == -1024.0  # rescale from the functional groups applied

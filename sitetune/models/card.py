@@ -1,0 +1,109 @@
+"""Model cards: everything needed to run, judge and trace one model version.
+
+A card is a pydantic model stored as JSON beside the weights and in the registry. It
+states the labels (with their coded structures), the input the network expects
+(modality, spacing, orientation, intensity normalisation, patch size), the network
+spec, post-processing, provenance (parent version, dataset fingerprint, training
+parameters) and metrics.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from sitetune.imaging.codes import StructureCode, structure
+
+
+class Architecture(StrEnum):
+    UNET = "UNet"
+    SEGRESNET = "SegResNet"
+    DYNUNET = "DynUNet"
+
+
+class IntensityKind(StrEnum):
+    WINDOW = "window"  # clip to [low, high], scale to [0, 1] (CT, in HU)
+    ZSCORE = "zscore"  # subtract mean, divide by std over the foreground (MR)
+
+
+class Label(BaseModel):
+    """One output class: its value in label maps and the name of its coded structure."""
+
+    value: int = Field(ge=1)
+    name: str
+    keep_largest_component: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        structure(name)  # raises KeyError naming the known labels
+        return name
+
+    @property
+    def code(self) -> StructureCode:
+        return structure(self.name)
+
+
+class Intensity(BaseModel):
+    kind: IntensityKind
+    low: float | None = None  # window only
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _window_bounds(self) -> Intensity:
+        if self.kind is IntensityKind.WINDOW and not (
+            self.low is not None and self.high is not None and self.low < self.high
+        ):
+            raise ValueError("a window needs low < high")
+        return self
+
+
+class NetworkSpec(BaseModel):
+    """A MONAI network and its constructor arguments (spatial_dims, channels... )."""
+
+    architecture: Architecture
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Provenance(BaseModel):
+    parent: str | None = None  # "name:version" this one was fine-tuned from
+    dataset_fingerprint: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    created_by: str = "sitetune"
+
+
+class ModelCard(BaseModel):
+    """The card of one model version (``version`` is set by the registry)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    version: str | None = None
+    description: str = ""
+    modality: str  # DICOM modality the model reads: "CT" or "MR"
+    labels: list[Label]
+    spacing_mm: tuple[float, float, float]
+    orientation: str = "RAS"
+    intensity: Intensity
+    patch_size: tuple[int, int, int]
+    network: NetworkSpec
+    provenance: Provenance = Field(default_factory=Provenance)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    export: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _consecutive(cls, labels: list[Label]) -> list[Label]:
+        values = [label.value for label in labels]
+        if values != list(range(1, len(values) + 1)):
+            raise ValueError(f"label values must be 1..N in order, got {values}")
+        return labels
+
+    @property
+    def out_channels(self) -> int:
+        """Network outputs: background plus one channel per label."""
+        return len(self.labels) + 1
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        return {label.value: label.name for label in self.labels}

@@ -1,0 +1,78 @@
+"""Between an input's grid and the network's grid, both ways (MONAI transforms).
+
+Forward: reorient to the card's axis codes and resample onto world-aligned axes at the
+card's spacing (trilinear for images, nearest for labels), normalise the intensity. Back: class probabilities are resampled from the network grid onto the input
+grid with the two affines (trilinear), so the label map that follows lies voxel for
+voxel on the input grid, whatever its orientation or spacing. Training and serving share
+these functions, so a model sees the same preprocessing in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import NormalizeIntensity, Orientation, Spacing, SpatialResample
+
+from sitetune.models.card import IntensityKind, ModelCard
+
+
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+@dataclass(frozen=True)
+class NetworkGrid:
+    """The grid the network runs on: ``affine`` voxel -> RAS mm, ``shape`` voxels."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def _resample(
+    array: np.ndarray | torch.Tensor, affine: np.ndarray, card: ModelCard, mode: str
+) -> MetaTensor:
+    data = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
+    image = MetaTensor(data[None].float(), affine=torch.as_tensor(affine, dtype=torch.float64))
+    image = Orientation(axcodes=card.orientation, labels=_RAS_LABELS)(image)
+    # diagonal=True: oblique acquisitions are resampled onto world-aligned axes, so the
+    # network always sees anatomy the way it was trained.
+    return Spacing(
+        pixdim=card.spacing_mm, mode=mode, padding_mode="border", diagonal=True, dtype=torch.float32
+    )(image)
+
+
+def normalise(image: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """Intensity normalisation of the card, on a ``(1, X, Y, Z)`` image."""
+    intensity = card.intensity
+    if intensity.kind is IntensityKind.WINDOW:
+        image = image.clamp(intensity.low, intensity.high)
+        return (image - intensity.low) / (intensity.high - intensity.low)
+    return NormalizeIntensity(nonzero=True)(image)
+
+
+def to_network_grid(
+    array: np.ndarray, affine: np.ndarray, card: ModelCard
+) -> tuple[torch.Tensor, NetworkGrid]:
+    """An ``(X, Y, Z)`` image on ``affine`` -> normalised ``(1, X', Y', Z')`` on the card's grid."""
+    image = _resample(array, affine, card, "bilinear")
+    grid = NetworkGrid(image.affine.numpy().astype(np.float64), tuple(image.shape[1:]))
+    return normalise(image.as_tensor(), card).contiguous(), grid
+
+
+def labels_to_network_grid(labels: np.ndarray, affine: np.ndarray, card: ModelCard) -> np.ndarray:
+    """An ``(X, Y, Z)`` label map -> the card's grid (nearest neighbour), uint8."""
+    resampled = _resample(labels.astype(np.float32), affine, card, "nearest")
+    return resampled.as_tensor()[0].round().to(torch.uint8).numpy()
+
+
+def to_input_grid(
+    probabilities: torch.Tensor, grid: NetworkGrid, affine: np.ndarray, shape: tuple[int, int, int]
+) -> torch.Tensor:
+    """``(C, X', Y', Z')`` probabilities on ``grid`` -> ``(C, X, Y, Z)`` on the input grid."""
+    source = MetaTensor(probabilities.float(), affine=torch.as_tensor(grid.affine))
+    out = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)(
+        source, dst_affine=torch.as_tensor(affine, dtype=torch.float64), spatial_size=shape
+    )
+    return out.as_tensor()
