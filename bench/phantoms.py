@@ -1,6 +1,6 @@
 """Time to write phantom datasets in MSD layout, per family and site.
 
-    .venv/bin/python bench/phantoms.py [--cases 40] [--workers 2] [--out bench/results/phantoms.json]
+    .venv/bin/python bench/phantoms.py [--cases 40] [--workers 2]
 
 Each configuration is written once into a temporary folder (generation dominates; the
 per-case seconds inside dataset.json give the spread). Prints and writes JSON.

@@ -1,9 +1,10 @@
 """Between an input's grid and the network's grid, both ways (MONAI transforms).
 
 Forward: reorient to the card's axis codes and resample onto world-aligned axes at the
-card's spacing (trilinear for images, nearest for labels), normalise the intensity. Back: class probabilities are resampled from the network grid onto the input
-grid with the two affines (trilinear), so the label map that follows lies voxel for
-voxel on the input grid, whatever its orientation or spacing. Training and serving share
+card's spacing (trilinear for images, nearest for labels), normalise the intensity.
+Back: class probabilities are resampled from the network grid onto the input grid with
+the two affines (trilinear), so the label map that follows lies voxel for voxel on the
+input grid, whatever its orientation or spacing. Training and serving share
 these functions, so a model sees the same preprocessing in both.
 """
 
@@ -17,7 +18,6 @@ from monai.data import MetaTensor
 from monai.transforms import NormalizeIntensity, Orientation, Spacing, SpatialResample
 
 from sitetune.models.card import IntensityKind, ModelCard
-
 
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 

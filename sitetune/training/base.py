@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sitetune.imaging.phantoms.dataset import DatasetSpec, case_seed, generate_case
+from sitetune.imaging.phantoms.dataset import DatasetSpec, generate_case
 from sitetune.imaging.phantoms.sites import Family
 from sitetune.measure.metrics import dice_per_label, lesion_detection
 from sitetune.models.card import ModelCard
