@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 3000
     max_upload_bytes: int = Field(4 << 30, description="largest accepted upload (bytes)")
+    tokens: str | None = Field(
+        None, description="bearer tokens as 'role=token,role=token' (else the tokens file)"
+    )
+    tokens_file: Path | None = Field(None, description="default: <data_dir>/tokens.json")
+    results_retention_hours: float = Field(72.0, description="how long results are kept")
+    engine: str = Field("auto", description="auto | onnxruntime | torch")
+    cpu_engine: str = Field("torch", description="engine that 'auto' uses without a GPU")
+    ort_providers: str | None = Field(
+        None, description="comma-separated ONNX Runtime providers, best first (override)"
+    )
+    threads: int | None = Field(None, description="inference threads per worker")
+    sw_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="sliding-window overlap")
+    sw_batch_size: int = Field(1, ge=1, description="sliding-window batch size")
+    workers: int = Field(1, ge=1, description="HTTP worker processes")
     zip_max_total_bytes: int = 8 << 30
     zip_max_members: int = 20_000
     zip_max_ratio: float = 200.0
@@ -42,6 +56,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def resolved_tokens_file(self) -> Path:
+        return (self.tokens_file or self.data_dir / "tokens.json").resolve()
 
     @property
     def zip_limits(self) -> ZipLimits:
@@ -56,3 +74,4 @@ class Settings(BaseSettings):
         """Create the local state folders (called by entry points, never on import)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.resolved_artifact_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "tmp").mkdir(exist_ok=True)

@@ -8,6 +8,7 @@ what lets TensorRT build one static engine) and returns logits ``(N, C, *patch)`
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +40,18 @@ def export_onnx(
     path = Path(path)
     network = network.eval().cpu()
     example = torch.zeros(1, 1, *card.patch_size)
-    torch.onnx.export(
-        network,
-        (example,),
-        str(path),
-        input_names=["image"],
-        output_names=["logits"],
-        opset_version=OPSET,
-        dynamo=False,
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is chatty about tracing
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
     onnx.checker.check_model(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(seed)

@@ -17,7 +17,7 @@ from monai.inferers import sliding_window_inference
 from sitetune.imaging.volume import Volume
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import Engine
-from sitetune.models.preprocess import to_input_grid, to_network_grid
+from sitetune.models.preprocess import labels_on_input_grid, to_network_grid
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ def probabilities(
     settings: InferenceSettings = InferenceSettings(),
 ) -> torch.Tensor:
     """Softmax ``(C, X, Y, Z)`` of a normalised ``(1, X, Y, Z)`` image on the network grid."""
+    settings = settings or InferenceSettings()
     with torch.inference_mode():
         logits = sliding_window_inference(
             image[None],
@@ -86,9 +87,9 @@ def segment_frame(
     t1 = time.perf_counter()
     probs = probabilities(engine, image, card, settings)
     t2 = time.perf_counter()
-    on_input = to_input_grid(probs, grid, affine, array.shape[:3])
-    labels = on_input.argmax(0).to(torch.uint8).numpy()
-    labels = keep_largest_components(labels, card)
+    labels = keep_largest_components(
+        labels_on_input_grid(probs, grid, affine, array.shape[:3]), card
+    )
     t3 = time.perf_counter()
     for stage, seconds in (
         ("preprocess", t1 - started),

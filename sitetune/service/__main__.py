@@ -1,11 +1,17 @@
-"""``sitetune-serve``: prepare local state on the embedded defaults and run ``bentoml serve``."""
+"""``sitetune-serve``: first-start bootstrap on the embedded defaults, then ``bentoml serve``.
+
+Bootstrap (once, before any worker starts): state folders, bearer tokens (generated and
+printed when none are configured), built-in models registered as ``production``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
+from sitetune.service.state import bootstrap
 from sitetune.settings import Settings
 
 
@@ -15,27 +21,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", help="listen address (default from settings: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default from settings: 3000)")
+    parser.add_argument("--workers", type=int, help="HTTP worker processes (default 1)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
-    settings.prepare()
+    bootstrap(settings)
     host = args.host or settings.host
     port = args.port or settings.port
+    workers = args.workers or settings.workers
     print(
-        f"sitetune: serving on http://{host}:{port} (state in {settings.data_dir.resolve()})",
+        f"sitetune: serving on http://{host}:{port} with {workers} worker(s) "
+        f"(state in {settings.data_dir.resolve()})",
         file=sys.stderr,
         flush=True,
     )
+    env = dict(os.environ, SITETUNE_DATA_DIR=str(settings.data_dir.resolve()))
+    overrides = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
+    env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.sitetune.workers={workers}"])
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    command = [
+    os.execve(
         bentoml,
-        "serve",
-        "sitetune.service.app:Sitetune",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    os.execv(bentoml, command)
+        [bentoml, "serve", "sitetune.service.app:Sitetune", "--host", host, "--port", str(port)],
+        env,
+    )
     return 0  # not reached
 
 

@@ -1,18 +1,30 @@
 """The BentoML service: FastAPI routes mounted with ``@bentoml.asgi_app``.
 
-BentoML itself answers ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics``. The
-inference, job and model routes of API.md are added by the issues that build them.
+Routes parse, call domain code and serialise; the work lives in `sitetune.models`,
+`sitetune.imaging` and `sitetune.results`. BentoML itself answers ``/healthz``,
+``/livez``, ``/readyz`` (ready once the production models are loaded) and ``/metrics``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from typing import Annotated
 
 import bentoml
-from fastapi import FastAPI
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse
 
 from sitetune import __version__
+from sitetune.imaging.load import load_volume
+from sitetune.service import routes_models
+from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
+from sitetune.service.metrics import observe_stages
+from sitetune.service.segment_result import store_segmentation
+from sitetune.service.state import AppState
+from sitetune.service.uploads import saved_upload
 from sitetune.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -21,19 +33,81 @@ api = FastAPI(title="sitetune", version=__version__, docs_url="/docs", redoc_url
 install_error_handlers(api)
 
 
+@api.middleware("http")
+async def worker_header(request: Request, call_next):
+    """Name the worker process that answered (for operators and the multi-worker tests)."""
+    response = await call_next(request)
+    response.headers["X-Sitetune-Worker"] = str(os.getpid())
+    return response
+
+
 @bentoml.service(name="sitetune", traffic={"timeout": 3600})
 @bentoml.asgi_app(api, path="/")
 class Sitetune:
     """One HTTP worker. State lives in the database and the artifact directory only."""
 
     def __init__(self) -> None:
-        self.settings = Settings()
-        logger.info(
-            "sitetune %s worker ready (data dir %s)", __version__, self.settings.data_dir.resolve()
-        )
+        self.state = AppState.build(Settings())
+        api.state.sitetune = self.state
+        self.ready = False
+        try:  # warm the production engines so the first request does not pay for them
+            for name in self.state.registry.names():
+                if "production" in self.state.registry.aliases(name):
+                    self.state.models.engine(self.state.registry.resolve(name))
+            self.ready = True
+        except Exception:
+            logger.exception("could not load the production models")
+        logger.info("sitetune %s worker ready=%s", __version__, self.ready)
+
+    def __is_ready__(self) -> bool:
+        return self.ready
 
 
 @api.get("/v1/info")
 def info() -> dict:
     """Service name and version (no authentication: nothing sensitive)."""
     return {"service": "sitetune", "version": __version__}
+
+
+@api.post("/v1/segment")
+def segment(
+    request: Request,
+    _: Clinical,
+    file: Annotated[UploadFile | None, File()] = None,
+    model: Annotated[str | None, Form()] = None,
+    version: Annotated[str | None, Form()] = None,
+    series: Annotated[str | None, Form()] = None,
+) -> dict:
+    """Segment a NIfTI file or a zip of one DICOM series / one multi-phase study."""
+    app = state(request)
+    started = time.perf_counter()
+    with saved_upload(file, app.settings.data_dir / "tmp", app.settings.max_upload_bytes) as path:
+        volume = load_volume(path, series=series, limits=app.settings.zip_limits)
+    load_ms = 1000 * (time.perf_counter() - started)
+    chosen = app.models.choose(volume, model, version)
+    segmentation, backend = app.models.segment(volume, chosen)
+    summary = store_segmentation(
+        app.results, volume, segmentation, chosen, backend, load_ms, started
+    )
+    observe_stages(chosen, backend, summary["timings_ms"])
+    return summary
+
+
+@api.get("/v1/results/{result_id}")
+def result(request: Request, result_id: str, _: Clinical) -> dict:
+    return state(request).results.summary(result_id)
+
+
+@api.get("/v1/results/{result_id}/mask")
+def result_mask(request: Request, result_id: str, _: Clinical):
+    path = state(request).results.file(result_id, "mask.nii.gz", "mask")
+    return FileResponse(path, media_type="application/gzip", filename=f"{result_id}.nii.gz")
+
+
+@api.get("/v1/results/{result_id}/seg")
+def result_seg(request: Request, result_id: str, _: Clinical):
+    path = state(request).results.file(result_id, "seg.dcm", "DICOM SEG (the input was not DICOM)")
+    return FileResponse(path, media_type="application/dicom", filename=f"{result_id}-seg.dcm")
+
+
+api.include_router(routes_models.router)

@@ -24,7 +24,7 @@ import torch
 from sitetune.imaging.phantoms.dataset import DatasetSpec, generate_case
 from sitetune.imaging.phantoms.sites import Family
 from sitetune.measure.metrics import dice_per_label, lesion_detection
-from sitetune.models.card import ModelCard
+from sitetune.models.card import ModelCard, Provenance
 from sitetune.models.engines import TorchEngine
 from sitetune.models.inference import InferenceSettings, segment_frame
 from sitetune.models.networks import build_network
@@ -49,7 +49,7 @@ BASE_CARDS: dict[Family, ModelCard] = {
         ],
         spacing_mm=(1.5, 1.5, 1.5),
         intensity={"kind": "window", "low": -200, "high": 600},
-        patch_size=(96, 96, 96),
+        patch_size=(64, 64, 64),
         network=_UNET,
     ),
     Family.FLAIR_LESION: ModelCard(
@@ -59,7 +59,7 @@ BASE_CARDS: dict[Family, ModelCard] = {
         labels=[{"value": 1, "name": "lesion"}],
         spacing_mm=(1.2, 1.2, 1.2),
         intensity={"kind": "zscore"},
-        patch_size=(96, 96, 96),
+        patch_size=(64, 64, 64),
         network=_UNET,
     ),
 }
@@ -122,7 +122,7 @@ def evaluate(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a built-in base model on site-A phantoms.")
     parser.add_argument("--family", required=True, choices=[f.value for f in Family])
     parser.add_argument("--out", required=True, type=Path)
@@ -133,48 +133,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="re-evaluate the weights already in --out and rewrite its card",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     family = Family(args.family)
     card = BASE_CARDS[family]
-    config = TrainConfig(
-        epochs=args.epochs,
-        iterations_per_epoch=args.iterations,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
-    started = time.perf_counter()
-    cases = training_cases(
-        card, family, "A", args.cases, seed=1000 + args.seed, workers=args.threads
-    )
-    logger.info("prepared %d training frames in %.0f s", len(cases), time.perf_counter() - started)
-    torch.manual_seed(args.seed)
     network = build_network(card)
+    if args.evaluate_only:
+        network.load_state_dict(torch.load(args.out / "weights.pt", weights_only=True))
+        provenance = ModelCard.model_validate_json((args.out / "card.json").read_text()).provenance
+    else:
+        # Train on patches of exactly the inference window: with instance normalisation
+        # the network's output depends on the window it sees.
+        config = TrainConfig(
+            epochs=args.epochs,
+            iterations_per_epoch=args.iterations,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            patch_size=card.patch_size,
+        )
+        started = time.perf_counter()
+        cases = training_cases(
+            card, family, "A", args.cases, seed=1000 + args.seed, workers=args.threads
+        )
+        logger.info(
+            "prepared %d training frames in %.0f s", len(cases), time.perf_counter() - started
+        )
+        torch.manual_seed(args.seed)
+        network = build_network(card)
 
-    def on_epoch(epoch: int, loss: float, seconds: float) -> None:
-        logger.info("epoch %d/%d loss %.4f (%.0f s)", epoch, config.epochs, loss, seconds)
+        def on_epoch(epoch: int, loss: float, seconds: float) -> None:
+            logger.info("epoch %d/%d loss %.4f (%.0f s)", epoch, config.epochs, loss, seconds)
 
-    train(network, cases, config, on_epoch=on_epoch)
+        train(network, cases, config, on_epoch=on_epoch)
+        provenance = Provenance(
+            dataset_fingerprint=f"phantoms:{family}:A:seed{1000 + args.seed}:n{args.cases}",
+            training=config.as_dict()
+            | {"cases": args.cases, "seconds": round(time.perf_counter() - started)},
+            created_by="sitetune.training.base",
+        )
     metrics = {
-        site: evaluate(card, network, family, site, args.eval_cases, seed=2000 + args.seed)
+        f"site_{site}": evaluate(
+            card, network, family, site, args.eval_cases, seed=2000 + args.seed
+        )
         for site in ("A", "B")
     }
     logger.info("metrics %s", json.dumps(metrics))
-    trained = card.model_copy(
-        update={
-            "metrics": {f"site_{site}": values for site, values in metrics.items()},
-            "provenance": {
-                "parent": None,
-                "dataset_fingerprint": f"phantoms:{family}:A:seed{1000 + args.seed}:n{args.cases}",
-                "training": config.as_dict()
-                | {"cases": args.cases, "seconds": round(time.perf_counter() - started)},
-                "created_by": "sitetune.training.base",
-            },
-        }
-    )
+    trained = card.model_copy(update={"metrics": metrics, "provenance": provenance})
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(network.state_dict(), args.out / "weights.pt")
+    if not args.evaluate_only:
+        torch.save(network.state_dict(), args.out / "weights.pt")
     (args.out / "card.json").write_text(trained.model_dump_json(indent=2) + "\n")
     print(json.dumps(metrics))
     return 0

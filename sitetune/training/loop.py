@@ -117,7 +117,7 @@ def train(
             loss = loss_fn(network(images), labels)
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         schedule.step()
         history.append(float(np.mean(losses)))
         if on_epoch is not None:

@@ -20,12 +20,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKENS = {"clinical": "clinical-test-token", "pacs": "pacs-test-token", "ops": "ops-test-token"}
+MAX_UPLOAD_BYTES = 48 << 20
+WORKERS = 2
+
+
 class Server:
     def __init__(self, base_url: str, data_dir: Path, log: Path) -> None:
         self.base_url, self.data_dir, self.log = base_url, data_dir, log
 
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
+    def client(self, role: str | None = None, **kwargs) -> httpx.Client:
+        """An HTTP client, authenticated as ``role`` when given."""
+        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
+        return httpx.Client(base_url=self.base_url, timeout=300, headers=headers, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +40,14 @@ def server(tmp_path_factory) -> Server:
     root = tmp_path_factory.mktemp("server")
     port = _free_port()
     log = root / "server.log"
-    env = dict(os.environ, SITETUNE_DATA_DIR=str(root / "data"), SITETUNE_PORT=str(port))
+    env = dict(
+        os.environ,
+        SITETUNE_DATA_DIR=str(root / "data"),
+        SITETUNE_PORT=str(port),
+        SITETUNE_WORKERS=str(WORKERS),
+        SITETUNE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+        SITETUNE_TOKENS=",".join(f"{r}={t}" for r, t in TOKENS.items()),
+    )
     serve = Path(sys.executable).parent / "sitetune-serve"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -45,7 +59,7 @@ def server(tmp_path_factory) -> Server:
             start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # first start exports the built-in models to ONNX
     try:
         while True:
             if proc.poll() is not None:
@@ -56,7 +70,7 @@ def server(tmp_path_factory) -> Server:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after 120 s:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"server not ready after 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
         yield Server(base, root / "data", log)
     finally:

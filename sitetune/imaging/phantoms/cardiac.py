@@ -192,6 +192,7 @@ def cardiac_phantom(
     phases: int = 1,
     grid_rotation: np.ndarray | None = None,
     spacing: tuple[float, float, float] | None = None,
+    fov_mm: tuple[float, float, float] = FOV_MM,
 ) -> CardiacCase:
     """Generate one cardiac CT case, deterministic in ``seed``.
 
@@ -201,6 +202,7 @@ def cardiac_phantom(
         phases: number of phases evenly spread over the cycle (1 gives the ED frame).
         grid_rotation: orientation of the image axes (an oblique acquisition); axial if None.
         spacing: override the profile's voxel size (small grids for tests).
+        fov_mm: field of view around the heart (larger for CCTA-sized benchmark inputs).
 
     Returns a `CardiacCase` whose image is ``(X, Y, Z)`` for one phase or
     ``(X, Y, Z, T)``, with phase 0 = ED and the phase nearest 40 % = ES.
@@ -212,7 +214,7 @@ def cardiac_phantom(
     centre = rng.uniform(-5.0, 5.0, 3)
     lv = LVShape.random(rng, centre)
     tissue = jittered(profile.tissue, profile.tissue_jitter, rng)
-    grid: Grid = centred_grid(FOV_MM, spacing or profile.spacing_mm, centre, grid_rotation)
+    grid: Grid = centred_grid(fov_mm, spacing or profile.spacing_mm, centre, grid_rotation)
     fractions = [t / phases for t in range(phases)]
     shade = shading(grid.shape, profile, rng)
     images, labels = [], []

@@ -1,0 +1,131 @@
+"""Serving: resolve a model per request, keep engines per version, segment volumes.
+
+Aliases are resolved from the registry on every request (one indexed query), so moving
+``production`` takes effect in every worker at its next request. Engines are built once
+per (version, backend) and kept in a small LRU cache guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+
+from sitetune.errors import InvalidInput
+from sitetune.imaging.volume import Volume
+from sitetune.models.engines import Engine, OrtEngine, TorchEngine
+from sitetune.models.inference import InferenceSettings, Segmentation, segment
+from sitetune.models.networks import build_network
+from sitetune.models.registry import ModelVersion, Registry
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_FOR_MODALITY = {"CT": "lv-ct", "MR": "flair-lesion"}
+
+
+class EngineKind(StrEnum):
+    AUTO = "auto"  # ONNX Runtime where a GPU provider exists, else the faster CPU engine
+    ONNXRUNTIME = "onnxruntime"
+    TORCH = "torch"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    engine: EngineKind = EngineKind.AUTO
+    cpu_engine: EngineKind = EngineKind.TORCH  # what AUTO uses on CPU (chosen by bench)
+    ort_providers: tuple[str, ...] | None = None
+    threads: int | None = None
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    cache_size: int = 4
+
+
+def load_network(version: ModelVersion) -> torch.nn.Module:
+    """The version's network with its weights, on the CPU, in eval mode."""
+    network = build_network(version.card)
+    state = torch.load(version.weights_path, map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    return network.eval()
+
+
+def _gpu_ort_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return bool(
+        {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(ort.get_available_providers())
+    )
+
+
+class ModelServer:
+    """Model resolution, engine cache and segmentation for the HTTP workers."""
+
+    def __init__(self, registry: Registry, config: ServingConfig, cache_dir: Path) -> None:
+        self.registry, self.config, self.cache_dir = registry, config, cache_dir
+        self._engines: OrderedDict[tuple[str, int, str], Engine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def choose(self, volume: Volume, model: str | None, version: str | None) -> ModelVersion:
+        """The version to run: ``model`` (or the modality's default) at ``version`` or
+        the ``production`` alias."""
+        if model is None:
+            model = DEFAULT_MODEL_FOR_MODALITY.get(volume.modality or "")
+            if model is None:
+                raise InvalidInput(
+                    f"cannot choose a model for modality {volume.modality or 'unknown'} "
+                    f"(NIfTI does not record it); pass model= one of "
+                    f"{sorted(set(DEFAULT_MODEL_FOR_MODALITY.values()))}",
+                    code="model_required",
+                )
+        ref = model if version is None else f"{model.partition(':')[0]}:{version}"
+        chosen = self.registry.resolve(ref)
+        if volume.modality and chosen.card.modality != volume.modality:
+            raise InvalidInput(
+                f"model {chosen.ref} reads {chosen.card.modality}, the input is {volume.modality}",
+                code="wrong_modality",
+            )
+        return chosen
+
+    def _engine_kind(self) -> EngineKind:
+        kind = self.config.engine
+        if kind is EngineKind.AUTO:
+            if torch.cuda.is_available() and not _gpu_ort_available():
+                return EngineKind.TORCH
+            return EngineKind.ONNXRUNTIME if _gpu_ort_available() else self.config.cpu_engine
+        return kind
+
+    def engine(self, version: ModelVersion) -> Engine:
+        """The cached engine of a version (built on first use)."""
+        kind = self._engine_kind()
+        key = (version.name, version.version, str(kind))
+        with self._lock:
+            if key in self._engines:
+                self._engines.move_to_end(key)
+                return self._engines[key]
+            engine = self._build(version, kind)
+            self._engines[key] = engine
+            while len(self._engines) > self.config.cache_size:
+                self._engines.popitem(last=False)
+            return engine
+
+    def _build(self, version: ModelVersion, kind: EngineKind) -> Engine:
+        if kind is EngineKind.ONNXRUNTIME and version.onnx_path.exists():
+            return OrtEngine(
+                version.onnx_path,
+                providers=self.config.ort_providers,
+                threads=self.config.threads,
+                cache_dir=self.cache_dir / f"{version.name}-{version.version}",
+            )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        autocast = torch.bfloat16 if device == "cuda" else None
+        return TorchEngine(load_network(version), device=device, autocast_dtype=autocast)
+
+    def segment(self, volume: Volume, version: ModelVersion) -> tuple[Segmentation, str]:
+        """Segment ``volume`` with ``version``; returns the result and the backend name."""
+        engine = self.engine(version)
+        return segment(volume, version.card, engine, self.config.inference), engine.backend

@@ -1,0 +1,134 @@
+"""Model registry routes (role ops): list, show, register, promote, rollback, audit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, File, Form, Request, UploadFile
+from pydantic import BaseModel, Field, ValidationError
+
+from sitetune.errors import InputError, InvalidInput
+from sitetune.models.builtin import register_with_onnx
+from sitetune.models.card import ModelCard
+from sitetune.models.registry import ModelVersion
+from sitetune.service.deps import Ops, state
+from sitetune.service.metrics import REGISTRY_EVENTS
+from sitetune.service.uploads import saved_upload
+
+
+class PromoteRequest(BaseModel):
+    version: int
+    reason: str = Field(min_length=1)
+    force: bool = False
+
+
+class RollbackRequest(BaseModel):
+    reason: str = Field(min_length=1)
+
+
+def version_json(version: ModelVersion) -> dict:
+    return {
+        "name": version.name,
+        "version": version.version,
+        "parent": version.parent,
+        "created_at": version.created_at.isoformat(),
+        "created_by": version.created_by,
+        "card": version.card.model_dump(mode="json"),
+    }
+
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+def list_models(request: Request, _: Ops) -> dict:
+    registry = state(request).registry
+    return {
+        "models": [
+            {
+                "name": name,
+                "aliases": registry.aliases(name),
+                "versions": [v.version for v in registry.versions(name)],
+            }
+            for name in registry.names()
+        ]
+    }
+
+
+@router.get("/v1/models/{name}")
+def show_model(request: Request, name: str, _: Ops) -> dict:
+    registry = state(request).registry
+    return {
+        "name": name,
+        "aliases": registry.aliases(name),
+        "versions": [version_json(v) for v in registry.versions(name)],
+    }
+
+
+@router.post("/v1/models", status_code=201)
+def register_model(
+    request: Request,
+    actor: Ops,
+    weights: Annotated[UploadFile | None, File()] = None,
+    card: Annotated[str | None, Form()] = None,
+) -> dict:
+    """Register a new version from a torch state dict (``.pt``) and a card (JSON)."""
+    app = state(request)
+    if not card:
+        raise InputError("form field 'card' (model card JSON) is required", code="missing_card")
+    try:
+        parsed = ModelCard.model_validate_json(card)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"invalid model card: {exc.errors(include_url=False)}", code="invalid_card"
+        ) from exc
+    with saved_upload(
+        weights, app.settings.data_dir / "tmp", app.settings.max_upload_bytes, "weights"
+    ) as path:
+        try:
+            version = register_with_onnx(
+                app.registry, parsed, path, actor=str(actor), reason="registered over HTTP"
+            )
+        except (RuntimeError, ValueError, KeyError, EOFError) as exc:
+            raise InvalidInput(
+                f"the weights do not fit the card's network: {exc}", code="weights_mismatch"
+            ) from exc
+    REGISTRY_EVENTS.labels(version.name, "register").inc()
+    return version_json(version)
+
+
+@router.post("/v1/models/{name}/promote")
+def promote(
+    request: Request, name: str, body: Annotated[PromoteRequest, Body()], actor: Ops
+) -> dict:
+    registry = state(request).registry
+    previous, current = registry.promote(name, body.version, actor=str(actor), reason=body.reason)
+    REGISTRY_EVENTS.labels(name, "promote").inc()
+    return {
+        "name": name,
+        "alias": "production",
+        "from_version": previous,
+        "to_version": current,
+        "aliases": registry.aliases(name),
+    }
+
+
+@router.post("/v1/models/{name}/rollback")
+def rollback(
+    request: Request, name: str, body: Annotated[RollbackRequest, Body()], actor: Ops
+) -> dict:
+    registry = state(request).registry
+    previous, current = registry.rollback(name, actor=str(actor), reason=body.reason)
+    REGISTRY_EVENTS.labels(name, "rollback").inc()
+    return {
+        "name": name,
+        "alias": "production",
+        "from_version": previous,
+        "to_version": current,
+        "aliases": registry.aliases(name),
+    }
+
+
+@router.get("/v1/audit")
+def audit(request: Request, _: Ops, model: str | None = None) -> dict:
+    return {"entries": [e.as_dict() for e in state(request).registry.audit(model)]}

@@ -1,0 +1,80 @@
+"""The JSON summary and stored files of a segmentation (API.md, POST /v1/segment)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sitetune.imaging.nifti import save_nifti
+from sitetune.imaging.seg import segmentation_from_labels
+from sitetune.imaging.volume import Volume
+from sitetune.models.inference import Segmentation
+from sitetune.models.registry import ModelVersion
+from sitetune.results import ResultStore
+
+
+def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> dict:
+    """Per label: volume in mL (first phase), and per phase for 4D input."""
+    voxel_ml = volume.voxel_volume_ml
+    out = {}
+    for value, name in version.card.label_names.items():
+        frames = [labels] if labels.ndim == 3 else [labels[..., t] for t in range(labels.shape[3])]
+        per_phase = [float((frame == value).sum() * voxel_ml) for frame in frames]
+        entry = {"volume_ml": round(per_phase[0], 3)}
+        if volume.n_phases > 1:
+            entry["volume_ml_per_phase"] = [round(v, 3) for v in per_phase]
+        out[name] = entry
+    return out
+
+
+def input_summary(volume: Volume) -> dict:
+    return {
+        "shape": list(volume.array.shape),
+        "spacing_mm": [round(s, 6) for s in volume.spacing],
+        "phases": volume.n_phases,
+        "modality": volume.modality,
+        "format": "dicom" if volume.dicom is not None else "nifti",
+    }
+
+
+def store_segmentation(
+    results: ResultStore,
+    volume: Volume,
+    segmentation: Segmentation,
+    version: ModelVersion,
+    backend: str,
+    load_ms: float,
+    started: float,
+) -> dict:
+    """Write the mask (and the SEG for DICOM input) and return the response body."""
+    labels = segmentation.labels
+    writers = {"mask.nii.gz": lambda path: save_nifti(volume.with_array(labels), path)}
+    if volume.dicom is not None:
+        structures = {label.value: label.code for label in version.card.labels}
+
+        def write_seg(path):
+            first = labels if labels.ndim == 3 else labels[..., 0]
+            seg = segmentation_from_labels(
+                first,
+                volume.phase(0),
+                structures,
+                algorithm_name=version.name,
+                algorithm_version=str(version.version),
+            )
+            seg.save_as(path)
+
+        writers["seg.dcm"] = write_seg
+    summary = {
+        "model": {"name": version.name, "version": str(version.version)},
+        "backend": backend,
+        "labels": label_volumes(labels, volume, version),
+        "input": input_summary(volume),
+    }
+    save_started = time.perf_counter()
+    timings = {"load": round(load_ms, 1), **segmentation.timings_ms}
+    summary["timings_ms"] = timings
+    result_id = results.create("segment", summary, writers)
+    timings["save"] = round(1000 * (time.perf_counter() - save_started), 1)
+    timings["total"] = round(1000 * (time.perf_counter() - started), 1)
+    return {"result_id": result_id, **summary}

@@ -1,0 +1,80 @@
+"""Per-process service state, built from the settings when a worker starts."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from dataclasses import dataclass
+
+from sitetune.db import make_engine
+from sitetune.models.builtin import register_builtins
+from sitetune.models.inference import InferenceSettings
+from sitetune.models.registry import Registry
+from sitetune.models.serving import EngineKind, ModelServer, ServingConfig
+from sitetune.results import ResultStore
+from sitetune.service.auth import TokenStore
+from sitetune.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: Registry
+    results: ResultStore
+    models: ModelServer
+    tokens: TokenStore
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppState:
+        engine = make_engine(settings.resolved_database_url)
+        artifacts = settings.resolved_artifact_dir
+        registry = Registry(engine, artifacts)
+        config = ServingConfig(
+            engine=EngineKind(settings.engine),
+            cpu_engine=EngineKind(settings.cpu_engine),
+            ort_providers=tuple(settings.ort_providers.split(","))
+            if settings.ort_providers
+            else None,
+            threads=settings.threads,
+            inference=InferenceSettings(settings.sw_overlap, settings.sw_batch_size),
+        )
+        return cls(
+            settings=settings,
+            registry=registry,
+            results=ResultStore(
+                engine, artifacts, datetime.timedelta(hours=settings.results_retention_hours)
+            ),
+            models=ModelServer(registry, config, artifacts / "engine-cache"),
+            tokens=load_tokens(settings),
+        )
+
+
+def load_tokens(settings: Settings) -> TokenStore:
+    """Tokens from the setting, else from the tokens file (empty when neither exists)."""
+    if settings.tokens:
+        return TokenStore.from_spec(settings.tokens)
+    if settings.resolved_tokens_file.is_file():
+        return TokenStore.from_file(settings.resolved_tokens_file)
+    return TokenStore({})
+
+
+def bootstrap(settings: Settings) -> None:
+    """First-start work, done once by the serve command before any worker starts:
+    folders, tokens (generated and printed when none are configured), built-in models."""
+    settings.prepare()
+    if not settings.tokens and not settings.resolved_tokens_file.is_file():
+        tokens = TokenStore.generate(settings.resolved_tokens_file)
+        print(
+            "sitetune: generated bearer tokens (shown once; hashes kept in "
+            f"{settings.resolved_tokens_file}):",
+            file=sys.stderr,
+        )
+        for role, token in tokens.items():
+            print(f"  {role}: {token}", file=sys.stderr)
+    state = AppState.build(settings)
+    for version in register_builtins(state.registry):
+        print(f"sitetune: registered built-in model {version.ref} as production", file=sys.stderr)
+    state.results.purge_expired()

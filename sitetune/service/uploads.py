@@ -1,0 +1,40 @@
+"""Uploads to disk, within the size limit, in a per-request temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePath
+
+from fastapi import UploadFile
+
+from sitetune.errors import InputError, PayloadTooLarge
+
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def saved_upload(
+    upload: UploadFile | None, tmp_root: Path, max_bytes: int, field: str = "file"
+) -> Iterator[Path]:
+    """Copy ``upload`` into a fresh folder under ``tmp_root``; remove it afterwards."""
+    if upload is None or not upload.filename:
+        raise InputError(f"multipart field {field!r} with a file is required", code="missing_file")
+    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root))
+    name = PurePath(upload.filename).name or "upload"
+    target = folder / name
+    try:
+        size = 0
+        with target.open("wb") as out:
+            while chunk := upload.file.read(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"upload exceeds {max_bytes} bytes")
+                out.write(chunk)
+        if size == 0:
+            raise InputError(f"the {field!r} upload is empty", code="empty_file")
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
