@@ -64,6 +64,19 @@ def test_nifti_in_json_and_mask_on_the_input_grid(server, oblique_case, nifti_up
     assert dice(labels == 1, truth == 1) > 0.85  # the built-in model works through HTTP
     expected_ml = float((labels == 1).sum() * oblique_case.image.voxel_volume_ml)
     assert body["labels"]["LV blood pool"]["volume_ml"] == pytest.approx(expected_ml, abs=0.01)
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+    stage_lines = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("sitetune_inference_stage_seconds_count")
+    ]
+    assert any(
+        'model="lv-ct"' in line
+        and 'stage="infer"' in line
+        and f'backend="{body["backend"]}"' in line
+        for line in stage_lines
+    )
 
 
 def test_dicom_zip_in_gives_a_valid_seg(server, oblique_case, tmp_path):
