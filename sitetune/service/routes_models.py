@@ -102,15 +102,8 @@ def promote(
     request: Request, name: str, body: Annotated[PromoteRequest, Body()], actor: Ops
 ) -> dict:
     registry = state(request).registry
-    previous, current = registry.promote(name, body.version, actor=str(actor), reason=body.reason)
-    REGISTRY_EVENTS.labels(name, "promote").inc()
-    return {
-        "name": name,
-        "alias": "production",
-        "from_version": previous,
-        "to_version": current,
-        "aliases": registry.aliases(name),
-    }
+    moved = registry.promote(name, body.version, actor=str(actor), reason=body.reason)
+    return _production_moved(registry, name, "promote", moved)
 
 
 @router.post("/v1/models/{name}/rollback")
@@ -118,13 +111,17 @@ def rollback(
     request: Request, name: str, body: Annotated[RollbackRequest, Body()], actor: Ops
 ) -> dict:
     registry = state(request).registry
-    previous, current = registry.rollback(name, actor=str(actor), reason=body.reason)
-    REGISTRY_EVENTS.labels(name, "rollback").inc()
+    moved = registry.rollback(name, actor=str(actor), reason=body.reason)
+    return _production_moved(registry, name, "rollback", moved)
+
+
+def _production_moved(registry, name: str, action: str, moved: tuple[int | None, int]) -> dict:
+    REGISTRY_EVENTS.labels(name, action).inc()
     return {
         "name": name,
         "alias": "production",
-        "from_version": previous,
-        "to_version": current,
+        "from_version": moved[0],
+        "to_version": moved[1],
         "aliases": registry.aliases(name),
     }
 
