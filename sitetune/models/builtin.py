@@ -8,14 +8,10 @@ registry owns them like any other version.
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
-import torch
-
 from sitetune.models.card import ModelCard
-from sitetune.models.export import export_onnx
-from sitetune.models.networks import build_network
+from sitetune.models.importing import register_weights
 from sitetune.models.registry import PRODUCTION, ModelVersion, Registry
 
 logger = logging.getLogger(__name__)
@@ -34,31 +30,6 @@ def builtin_folders() -> list[Path]:
     )
 
 
-def register_with_onnx(
-    registry: Registry,
-    card: ModelCard,
-    weights: Path,
-    *,
-    actor: str,
-    reason: str,
-    aliases: tuple[str, ...] = (),
-) -> ModelVersion:
-    """Export ``weights`` to ONNX (parity recorded in the card) and register both."""
-    network = build_network(card)
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        parity = export_onnx(network, card, onnx_path)
-        card = card.model_copy(update={"export": card.export | parity})
-        return registry.register(
-            card,
-            {"weights.pt": weights, "model.onnx": onnx_path},
-            actor=actor,
-            reason=reason,
-            aliases=aliases,
-        )
-
-
 def register_builtins(registry: Registry) -> list[ModelVersion]:
     """Register each built-in model whose name the registry does not know yet."""
     known = set(registry.names())
@@ -67,7 +38,7 @@ def register_builtins(registry: Registry) -> list[ModelVersion]:
         card = ModelCard.model_validate_json((folder / "card.json").read_text())
         if card.name in known:
             continue
-        version = register_with_onnx(
+        version = register_weights(
             registry,
             card,
             folder / "weights.pt",

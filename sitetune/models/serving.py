@@ -19,8 +19,8 @@ import torch
 from sitetune.errors import InvalidInput
 from sitetune.imaging.volume import Volume
 from sitetune.models.engines import Engine, OrtEngine, TorchEngine
+from sitetune.models.importing import load_torch_network
 from sitetune.models.inference import InferenceSettings, Segmentation, segment
-from sitetune.models.networks import build_network
 from sitetune.models.registry import ModelVersion, Registry
 
 logger = logging.getLogger(__name__)
@@ -42,14 +42,6 @@ class ServingConfig:
     threads: int | None = None
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     cache_size: int = 4
-
-
-def load_network(version: ModelVersion) -> torch.nn.Module:
-    """The version's network with its weights, on the CPU, in eval mode."""
-    network = build_network(version.card)
-    state = torch.load(version.weights_path, map_location="cpu", weights_only=True)
-    network.load_state_dict(state)
-    return network.eval()
 
 
 def _gpu_ort_available() -> bool:
@@ -114,7 +106,8 @@ class ModelServer:
             return engine
 
     def _build(self, version: ModelVersion, kind: EngineKind) -> Engine:
-        if kind is EngineKind.ONNXRUNTIME and version.onnx_path.exists():
+        network = load_torch_network(version) if kind is EngineKind.TORCH else None
+        if network is None:  # ONNX Runtime asked for, or an ONNX-only version
             return OrtEngine(
                 version.onnx_path,
                 providers=self.config.ort_providers,
@@ -123,7 +116,7 @@ class ModelServer:
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         autocast = torch.bfloat16 if device == "cuda" else None
-        return TorchEngine(load_network(version), device=device, autocast_dtype=autocast)
+        return TorchEngine(network, device=device, autocast_dtype=autocast)
 
     def segment(self, volume: Volume, version: ModelVersion) -> tuple[Segmentation, str]:
         """Segment ``volume`` with ``version``; returns the result and the backend name."""

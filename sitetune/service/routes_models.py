@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
 from sitetune.errors import InputError, InvalidInput
-from sitetune.models.builtin import register_with_onnx
 from sitetune.models.card import ModelCard
+from sitetune.models.importing import register_weights
 from sitetune.models.registry import ModelVersion
 from sitetune.service.deps import Ops, state
 from sitetune.service.metrics import REGISTRY_EVENTS
@@ -72,7 +72,8 @@ def register_model(
     weights: Annotated[UploadFile | None, File()] = None,
     card: Annotated[str | None, Form()] = None,
 ) -> dict:
-    """Register a new version from a torch state dict (``.pt``) and a card (JSON)."""
+    """Register a new version: weights (state dict, TorchScript, ONNX or MONAI bundle zip)
+    and a card (JSON)."""
     app = state(request)
     if not card:
         raise InputError("form field 'card' (model card JSON) is required", code="missing_card")
@@ -85,14 +86,9 @@ def register_model(
     with saved_upload(
         weights, app.settings.data_dir / "tmp", app.settings.max_upload_bytes, "weights"
     ) as path:
-        try:
-            version = register_with_onnx(
-                app.registry, parsed, path, actor=str(actor), reason="registered over HTTP"
-            )
-        except (RuntimeError, ValueError, KeyError, EOFError) as exc:
-            raise InvalidInput(
-                f"the weights do not fit the card's network: {exc}", code="weights_mismatch"
-            ) from exc
+        version = register_weights(
+            app.registry, parsed, path, actor=str(actor), reason="registered over HTTP"
+        )
     REGISTRY_EVENTS.labels(version.name, "register").inc()
     return version_json(version)
 
