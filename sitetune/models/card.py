@@ -34,6 +34,7 @@ class Label(BaseModel):
     value: int = Field(ge=1)
     name: str
     keep_largest_component: bool = False
+    min_component_ml: float = Field(0.0, ge=0.0)  # smaller 26-connected components dropped
 
     @field_validator("name")
     @classmethod

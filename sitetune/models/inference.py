@@ -57,19 +57,23 @@ def probabilities(
         return torch.softmax(logits[0].float(), dim=0)
 
 
-def keep_largest_components(labels: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Drop all but the largest 26-connected component of each label that asks for it."""
+def clean_components(labels: np.ndarray, card: ModelCard, voxel_ml: float) -> np.ndarray:
+    """Per label, as its card entry asks: keep only the largest 26-connected component,
+    and drop components smaller than ``min_component_ml``."""
     for label in card.labels:
-        if not label.keep_largest_component:
+        if not (label.keep_largest_component or label.min_component_ml):
             continue
         mask = labels == label.value
         if not mask.any():
             continue
         components, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
-        if n > 1:
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            labels[mask & (components != int(np.argmax(sizes)))] = 0
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        drop = sizes * voxel_ml < label.min_component_ml
+        if label.keep_largest_component:
+            drop |= np.arange(n + 1) != int(np.argmax(sizes))
+        drop[0] = False
+        labels[drop[components]] = 0
     return labels
 
 
@@ -87,8 +91,9 @@ def segment_frame(
     t1 = time.perf_counter()
     probs = probabilities(engine, image, card, settings)
     t2 = time.perf_counter()
-    labels = keep_largest_components(
-        labels_on_input_grid(probs, grid, affine, array.shape[:3]), card
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    labels = clean_components(
+        labels_on_input_grid(probs, grid, affine, array.shape[:3]), card, voxel_ml
     )
     t3 = time.perf_counter()
     for stage, seconds in (

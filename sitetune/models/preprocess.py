@@ -71,7 +71,8 @@ def to_input_grid(
     probabilities: torch.Tensor, grid: NetworkGrid, affine: np.ndarray, shape: tuple[int, int, int]
 ) -> torch.Tensor:
     """``(C, X', Y', Z')`` probabilities on ``grid`` -> ``(C, X, Y, Z)`` on the input grid."""
-    source = MetaTensor(probabilities.float(), affine=torch.as_tensor(grid.affine))
+    plain = probabilities.as_tensor() if isinstance(probabilities, MetaTensor) else probabilities
+    source = MetaTensor(plain.float(), affine=torch.as_tensor(grid.affine))
     out = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)(
         source, dst_affine=torch.as_tensor(affine, dtype=torch.float64), spatial_size=shape
     )

@@ -92,3 +92,24 @@ def test_cropped_resampling_equals_full_resampling():
     cropped = labels_on_input_grid(probs, grid, case.image.affine, case.image.shape)
     np.testing.assert_array_equal(cropped, full)
     assert 0.5 < (cropped > 0).sum() / (case.labels.array > 0).sum() < 2
+
+
+def test_component_cleanup_keeps_the_largest_and_drops_specks():
+    from sitetune.models.inference import clean_components
+
+    card = ModelCard.model_validate(
+        SMALL.model_dump()
+        | {
+            "labels": [
+                {"value": 1, "name": "LV blood pool", "keep_largest_component": True},
+                {"value": 2, "name": "LV myocardium", "min_component_ml": 0.005},
+            ]
+        }
+    )
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:8, 2:8, 2:8] = 1  # largest blood-pool component: kept
+    labels[12:14, 12:14, 12:14] = 1  # a second one: dropped
+    labels[15:19, 2:6, 2:6] = 2  # 64 voxels at 1 mm: 0.064 mL, kept
+    labels[2, 15, 15] = 2  # a 1-voxel speck (0.001 mL): dropped
+    cleaned = clean_components(labels.copy(), card, voxel_ml=0.001)
+    assert (cleaned == 1).sum() == 216 and (cleaned == 2).sum() == 64
