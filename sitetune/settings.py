@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     tokens_file: Path | None = Field(None, description="default: <data_dir>/tokens.json")
     results_retention_hours: float = Field(72.0, description="how long results are kept")
     engine: str = Field("auto", description="auto | onnxruntime | torch")
-    cpu_engine: str = Field("torch", description="engine that 'auto' uses without a GPU")
+    cpu_engine: str = Field(
+        "onnxruntime", description="engine that 'auto' uses without a GPU (bench/segment.py)"
+    )
     ort_providers: str | None = Field(
         None, description="comma-separated ONNX Runtime providers, best first (override)"
     )

@@ -37,7 +37,7 @@ class EngineKind(StrEnum):
 @dataclass(frozen=True)
 class ServingConfig:
     engine: EngineKind = EngineKind.AUTO
-    cpu_engine: EngineKind = EngineKind.TORCH  # what AUTO uses on CPU (chosen by bench)
+    cpu_engine: EngineKind = EngineKind.ONNXRUNTIME  # what AUTO uses on CPU: see bench/
     ort_providers: tuple[str, ...] | None = None
     threads: int | None = None
     inference: InferenceSettings = field(default_factory=InferenceSettings)
