@@ -17,7 +17,7 @@ from monai.inferers import sliding_window_inference
 from sitetune.imaging.volume import Volume
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import Engine
-from sitetune.models.preprocess import labels_on_input_grid, to_network_grid
+from sitetune.models.preprocess import argmax_channels, labels_on_input_grid, to_network_grid
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ def clean_components(labels: np.ndarray, card: ModelCard, voxel_ml: float) -> np
     return labels
 
 
+def _voxel_ml(affine: np.ndarray) -> float:
+    return abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+
+
 def segment_frame(
     array: np.ndarray,
     affine: np.ndarray,
@@ -91,10 +95,13 @@ def segment_frame(
     t1 = time.perf_counter()
     probs = probabilities(engine, image, card, settings)
     t2 = time.perf_counter()
-    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    labels = clean_components(
-        labels_on_input_grid(probs, grid, affine, array.shape[:3]), card, voxel_ml
+    # Clean on the network grid first: the foreground that survives bounds the region
+    # resampled onto the (often much finer) input grid; then clean there too.
+    network_labels = clean_components(argmax_channels(probs), card, _voxel_ml(grid.affine))
+    labels = labels_on_input_grid(
+        probs, grid, affine, array.shape[:3], foreground=network_labels > 0
     )
+    labels = clean_components(labels, card, _voxel_ml(affine))
     t3 = time.perf_counter()
     for stage, seconds in (
         ("preprocess", t1 - started),

@@ -84,21 +84,25 @@ def labels_on_input_grid(
     grid: NetworkGrid,
     affine: np.ndarray,
     shape: tuple[int, int, int],
+    foreground: np.ndarray | None = None,
     margin: int = 2,
 ) -> np.ndarray:
-    """Argmax of ``(C, X', Y', Z')`` probabilities resampled onto the input grid, uint8.
+    """Argmax of ``(C, X', Y', Z')`` softmax probabilities resampled onto the input grid.
 
-    Only the input voxels within reach of the network-grid foreground (background
-    probability below 0.5, plus ``margin`` voxels) are resampled: anywhere else every
-    neighbour has background >= 0.5, so the interpolated argmax is background anyway.
-    On a large input around a small organ this is most of the work saved.
+    Only input voxels within reach of ``foreground`` (a network-grid mask; default: where
+    the background probability is below 0.5), plus ``margin`` network voxels, are
+    resampled: elsewhere every neighbour is background-dominated, so the interpolated
+    argmax is background anyway. Background is not resampled but derived as one minus
+    the other channels (interpolation is linear). Returns uint8 ``shape``.
     """
     labels = np.zeros(shape, dtype=np.uint8)
-    foreground = np.argwhere((probabilities[0] < 0.5).numpy())
-    if foreground.size == 0:
+    if foreground is None:
+        foreground = (probabilities[0] < 0.5).numpy()
+    where = np.argwhere(foreground)
+    if where.size == 0:
         return labels
-    lo = np.maximum(foreground.min(0) - margin, 0)
-    hi = np.minimum(foreground.max(0) + margin, np.asarray(grid.shape) - 1)
+    lo = np.maximum(where.min(0) - margin, 0)
+    hi = np.minimum(where.max(0) + margin, np.asarray(grid.shape) - 1)
     corners = np.array(
         [[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
     )
@@ -111,9 +115,10 @@ def labels_on_input_grid(
     offset = np.eye(4)
     offset[:3, 3] = start
     box = tuple(int(b - a) for a, b in zip(start, stop, strict=True))
-    resampled = to_input_grid(probabilities, grid, affine @ offset, box)
+    resampled = to_input_grid(probabilities[1:], grid, affine @ offset, box)
+    background = 1.0 - resampled.sum(0, keepdim=True)
     labels[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = argmax_channels(
-        resampled
+        torch.cat([background, resampled])
     )
     return labels
 

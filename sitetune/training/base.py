@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sitetune.imaging.phantoms.dataset import DatasetSpec, generate_case
+from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+from sitetune.imaging.phantoms.dataset import DatasetSpec, case_seed, generate_case
 from sitetune.imaging.phantoms.sites import Family
 from sitetune.measure.metrics import dice_per_label, lesion_detection
 from sitetune.models.card import ModelCard, Provenance
@@ -68,10 +69,19 @@ TRAIN_PHASES = 5  # cardiac frames at 0, 20, 40 (ES), 60, 80 % of the cycle
 EVAL_PHASES = (0, 2)  # ED and ES frames of a 5-phase phantom
 
 
-def _frames(family: Family, site: str, seed: int, index: int, phases: int):
-    """(image, labels, affine) per frame of one phantom."""
+def _frames(family: Family, site: str, seed: int, index: int, phases: int, vary_fov: bool = False):
+    """(image, labels, affine) per frame of one phantom.
+
+    ``vary_fov`` (training): cardiac fields of view from 128 to 240 mm, so the model
+    also sees lung and chest wall around the heart, as in full-size CCTA.
+    """
     spec = DatasetSpec(family, site, index + 1, phases=phases, seed=seed)
-    case = generate_case(spec, index)
+    if family == Family.LV_CT and vary_fov:
+        rng = np.random.default_rng([seed, index])
+        fov = tuple(float(v) for v in rng.uniform(128.0, 240.0, 3) * [1.0, 1.0, 0.85])
+        case = cardiac_phantom(case_seed(spec, index), site, phases=phases, fov_mm=fov)
+    else:
+        case = generate_case(spec, index)
     volume, labels = case.image, case.labels
     return [
         (volume.phase(t).array, labels.phase(t).array, volume.affine)
@@ -84,7 +94,7 @@ def _prepare(args) -> list[TrainingCase]:
     card = ModelCard.model_validate_json(card_json)
     phases = TRAIN_PHASES if family == Family.LV_CT else 1
     out = []
-    for image, labels, affine in _frames(family, site, seed, index, phases):
+    for image, labels, affine in _frames(family, site, seed, index, phases, vary_fov=True):
         tensor, _ = to_network_grid(image, affine, card)
         out.append(TrainingCase(tensor, labels_to_network_grid(labels, affine, card)))
     return out
@@ -100,14 +110,22 @@ def training_cases(
 
 
 def evaluate(
-    card: ModelCard, network: torch.nn.Module, family: Family, site: str, n_cases: int, seed: int
+    card: ModelCard,
+    network: torch.nn.Module,
+    family: Family,
+    site: str,
+    n_cases: int,
+    seed: int,
+    vary_fov: bool = False,
 ) -> dict:
     """Mean Dice per label (and lesion F1) over ``n_cases`` held-out phantoms of ``site``."""
     engine = TorchEngine(network)
     settings = InferenceSettings()
     scores: dict[str, list[float]] = {}
     for index in range(n_cases):
-        frames = _frames(family, site, seed, index, TRAIN_PHASES if family == Family.LV_CT else 1)
+        frames = _frames(
+            family, site, seed, index, TRAIN_PHASES if family == Family.LV_CT else 1, vary_fov
+        )
         chosen = [frames[t] for t in EVAL_PHASES] if family == Family.LV_CT else frames
         for image, reference, affine in chosen:
             predicted = segment_frame(image, affine, card, engine, settings, {})
@@ -187,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         for site in ("A", "B")
     }
+    if family == Family.LV_CT:  # fields of view of 128-240 mm, as in full-size CCTA
+        metrics["site_A_wide_fov"] = evaluate(
+            card, network, family, "A", args.eval_cases, seed=2000 + args.seed, vary_fov=True
+        )
     logger.info("metrics %s", json.dumps(metrics))
     trained = card.model_copy(update={"metrics": metrics, "provenance": provenance})
     args.out.mkdir(parents=True, exist_ok=True)
