@@ -48,8 +48,11 @@ CCTA_SHAPE, CCTA_SPACING = (512, 512, 200), (0.5, 0.5, 0.7)
 def median_p95(values: list[float]) -> dict:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, int(np.ceil(0.95 * len(ordered))) - 1)]
-    return {"median_s": round(statistics.median(ordered), 3), "p95_s": round(p95, 3),
-            "runs": len(ordered)}
+    return {
+        "median_s": round(statistics.median(ordered), 3),
+        "p95_s": round(p95, 3),
+        "runs": len(ordered),
+    }
 
 
 def write_phantom(shape: tuple[int, int, int], spacing, path: Path) -> None:
@@ -94,11 +97,21 @@ def start_server(data_dir: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, SITETUNE_DATA_DIR=str(data_dir), SITETUNE_PORT=str(port),
-               SITETUNE_TOKENS=f"ops={TOKEN}", SITETUNE_WORKERS="1")
+    env = dict(
+        os.environ,
+        SITETUNE_DATA_DIR=str(data_dir),
+        SITETUNE_PORT=str(port),
+        SITETUNE_TOKENS=f"ops={TOKEN}",
+        SITETUNE_WORKERS="1",
+    )
     log = (data_dir.parent / "server.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "sitetune-serve")], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sitetune-serve")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     import httpx
 
     base = f"http://127.0.0.1:{port}"
@@ -118,8 +131,9 @@ def segment_over_http(base: str, path: Path, download: bool = False) -> tuple[fl
     headers = {"Authorization": f"Bearer {TOKEN}"}
     started = time.perf_counter()
     with httpx.Client(base_url=base, timeout=600, headers=headers) as client, path.open("rb") as f:
-        response = client.post("/v1/segment", files={"file": (path.name, f)},
-                               data={"model": "lv-ct"})
+        response = client.post(
+            "/v1/segment", files={"file": (path.name, f)}, data={"model": "lv-ct"}
+        )
         response.raise_for_status()
         body = response.json()
         if download:
@@ -148,11 +162,12 @@ def compute_alone(path: Path, runs: int) -> dict:
     image, grid = to_network_grid(volume.array, volume.affine, card)
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(network, card, Path(tmp) / "m.onnx", check_batches=1)
-        engines = {"onnxruntime_cpu": OrtEngine(Path(tmp) / "m.onnx",
-                                                providers=["CPUExecutionProvider"]),
-                   "torch_eager_cpu": TorchEngine(network)}
+        engines = {
+            "onnxruntime_cpu": OrtEngine(Path(tmp) / "m.onnx", providers=["CPUExecutionProvider"]),
+            "torch_eager_cpu": TorchEngine(network),
+        }
         times: dict[str, list[float]] = {name: [] for name in engines}
-        for name, engine in engines.items():
+        for engine in engines.values():
             probabilities(engine, image, card)  # warm-up
         for _ in range(runs):  # interleaved, so drift hits both alike
             for name, engine in engines.items():
@@ -161,8 +176,9 @@ def compute_alone(path: Path, runs: int) -> dict:
                 times[name].append(time.perf_counter() - started)
     out = {name: median_p95(values) for name, values in times.items()}
     out["network_grid"] = list(grid.shape)
-    out["ort_over_torch"] = round(out["onnxruntime_cpu"]["median_s"]
-                                  / out["torch_eager_cpu"]["median_s"], 3)
+    out["ort_over_torch"] = round(
+        out["onnxruntime_cpu"]["median_s"] / out["torch_eager_cpu"]["median_s"], 3
+    )
     return out
 
 
@@ -205,8 +221,12 @@ print(json.dumps({"preprocess_s": t1 - t0, "inference_s": t2 - t1, "invert_save_
 
 def monai_pipeline(path: Path, pixdim: float) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        run = subprocess.run([sys.executable, "-c", MONAI_PIPELINE, str(path), str(pixdim), out],
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", MONAI_PIPELINE, str(path), str(pixdim), out],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -216,8 +236,14 @@ def main() -> None:
     parser.add_argument("--ccta-runs", type=int, default=3)
     parser.add_argument("--out", default="bench/results/segment.json")
     args = parser.parse_args()
-    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "platform": platform.platform()}, "sizes": {}}
+    result: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "sizes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inputs = {}
@@ -233,24 +259,34 @@ def main() -> None:
                 with RssSampler(proc.pid) as rss:
                     runs = [segment_over_http(base, path) for _ in range(args.runs)]
                 walls = [wall for wall, _ in runs]
-                stages = {k: round(statistics.median(b["timings_ms"][k] for _, b in runs), 1)
-                          for k in runs[0][1]["timings_ms"]}
-                entry = {"shape": list(SIZES[name]), "http": median_p95(walls),
-                         "server_stage_ms": stages, "backend": runs[0][1]["backend"],
-                         "server_peak_rss_mb": round(rss.peak / 2**20)}
+                stages = {
+                    k: round(statistics.median(b["timings_ms"][k] for _, b in runs), 1)
+                    for k in runs[0][1]["timings_ms"]
+                }
+                entry = {
+                    "shape": list(SIZES[name]),
+                    "http": median_p95(walls),
+                    "server_stage_ms": stages,
+                    "backend": runs[0][1]["backend"],
+                    "server_peak_rss_mb": round(rss.peak / 2**20),
+                }
                 entry["compute_alone"] = compute_alone(path, args.runs)
-                best = min(entry["compute_alone"]["onnxruntime_cpu"]["median_s"],
-                           entry["compute_alone"]["torch_eager_cpu"]["median_s"])
+                best = min(
+                    entry["compute_alone"]["onnxruntime_cpu"]["median_s"],
+                    entry["compute_alone"]["torch_eager_cpu"]["median_s"],
+                )
                 served = entry["compute_alone"][
                     "onnxruntime_cpu" if entry["backend"].startswith("onnx") else "torch_eager_cpu"
                 ]["median_s"]
-                entry["service_overhead_fraction"] = round(1 - served / entry["http"]["median_s"], 3)
+                overhead = 1 - served / entry["http"]["median_s"]
+                entry["service_overhead_fraction"] = round(overhead, 3)
                 entry["fastest_engine_s"] = best
                 result["sizes"][name] = entry
                 print(json.dumps({name: entry}), flush=True)
             with RssSampler(proc.pid) as rss:
-                ccta_runs = [segment_over_http(base, ccta, download=True)[0]
-                             for _ in range(args.ccta_runs)]
+                ccta_runs = [
+                    segment_over_http(base, ccta, download=True)[0] for _ in range(args.ccta_runs)
+                ]
             sitetune_ccta = median_p95(ccta_runs) | {"peak_rss_mb": round(rss.peak / 2**20)}
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -259,12 +295,17 @@ def main() -> None:
         for pixdim in (1.0, 1.5):
             rows = [monai_pipeline(ccta, pixdim) for _ in range(args.ccta_runs)]
             monai_rows[f"spacing_{pixdim}mm"] = {
-                key: round(statistics.median(r[key] for r in rows), 2) for key in rows[0]}
+                key: round(statistics.median(r[key] for r in rows), 2) for key in rows[0]
+            }
         result["ccta"] = {
-            "shape": list(CCTA_SHAPE), "spacing_mm": list(CCTA_SPACING),
-            "sitetune_http_roundtrip": sitetune_ccta, "monai_bundle_pipeline": monai_rows,
-            "sitetune_over_monai_1mm": round(sitetune_ccta["median_s"]
-                                             / monai_rows["spacing_1.0mm"]["total_s"], 3)}
+            "shape": list(CCTA_SHAPE),
+            "spacing_mm": list(CCTA_SPACING),
+            "sitetune_http_roundtrip": sitetune_ccta,
+            "monai_bundle_pipeline": monai_rows,
+            "sitetune_over_monai_1mm": round(
+                sitetune_ccta["median_s"] / monai_rows["spacing_1.0mm"]["total_s"], 3
+            ),
+        }
         print(json.dumps({"ccta": result["ccta"]}), flush=True)
     result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
