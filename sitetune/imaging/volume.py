@@ -74,6 +74,11 @@ class DicomSource:
         return [self.datasets[i] for i in seen]
 
 
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel in mL: the determinant of the affine's 3x3 part, mm^3 / 1000."""
+    return abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+
+
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm along i, j, k: the norms of the affine's first three columns."""
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
@@ -126,7 +131,7 @@ class Volume:
     @property
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in mL (the determinant of the affine, mm^3 / 1000)."""
-        return abs(float(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        return voxel_volume_ml(self.affine)
 
     @property
     def native_affine(self) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from sitetune.imaging.volume import Volume
+from sitetune.imaging.volume import Volume, voxel_volume_ml
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import Engine
 from sitetune.models.preprocess import argmax_channels, labels_on_input_grid, to_network_grid
@@ -43,7 +43,6 @@ def probabilities(
     settings: InferenceSettings = InferenceSettings(),
 ) -> torch.Tensor:
     """Softmax ``(C, X, Y, Z)`` of a normalised ``(1, X, Y, Z)`` image on the network grid."""
-    settings = settings or InferenceSettings()
     with torch.inference_mode():
         logits = sliding_window_inference(
             image[None],
@@ -77,10 +76,6 @@ def clean_components(labels: np.ndarray, card: ModelCard, voxel_ml: float) -> np
     return labels
 
 
-def _voxel_ml(affine: np.ndarray) -> float:
-    return abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-
-
 def segment_frame(
     array: np.ndarray,
     affine: np.ndarray,
@@ -97,11 +92,11 @@ def segment_frame(
     t2 = time.perf_counter()
     # Clean on the network grid first: the foreground that survives bounds the region
     # resampled onto the (often much finer) input grid; then clean there too.
-    network_labels = clean_components(argmax_channels(probs), card, _voxel_ml(grid.affine))
+    network_labels = clean_components(argmax_channels(probs), card, voxel_volume_ml(grid.affine))
     labels = labels_on_input_grid(
         probs, grid, affine, array.shape[:3], foreground=network_labels > 0
     )
-    labels = clean_components(labels, card, _voxel_ml(affine))
+    labels = clean_components(labels, card, voxel_volume_ml(affine))
     t3 = time.perf_counter()
     for stage, seconds in (
         ("preprocess", t1 - started),

@@ -17,9 +17,9 @@ from sitetune.results import ResultStore
 def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> dict:
     """Per label: volume in mL (first phase), and per phase for 4D input."""
     voxel_ml = volume.voxel_volume_ml
+    frames = [labels] if labels.ndim == 3 else [labels[..., t] for t in range(labels.shape[3])]
     out = {}
     for value, name in version.card.label_names.items():
-        frames = [labels] if labels.ndim == 3 else [labels[..., t] for t in range(labels.shape[3])]
         per_phase = [float((frame == value).sum() * voxel_ml) for frame in frames]
         entry = {"volume_ml": round(per_phase[0], 3)}
         if volume.n_phases > 1:

@@ -29,7 +29,7 @@ from sitetune.imaging.phantoms.acquisition import (
     smooth_field,
 )
 from sitetune.imaging.phantoms.sites import Family, SiteProfile, site_profile
-from sitetune.imaging.volume import Volume
+from sitetune.imaging.volume import Volume, voxel_volume_ml
 
 FOV_MM = (200.0, 236.0, 190.0)
 TEMPLATE_CENTRE = np.array([0.0, -18.0, 22.0])  # middle of the MNI152 bounding box, RAS mm
@@ -197,7 +197,7 @@ def brain_phantom(
     image = np.clip(np.round(image * WM_SIGNAL), 0, 4095).astype(np.float32)
     labels = subject.labels(grid.points())
     components = cc3d.connected_components(labels, connectivity=26)
-    voxel_ml = abs(np.linalg.det(grid.affine[:3, :3])) / 1000.0
+    voxel_ml = voxel_volume_ml(grid.affine)
     truth = {
         "lesion_count": int(components.max()),
         "lesion_volume_ml": round(float(labels.sum() * voxel_ml), 4),
