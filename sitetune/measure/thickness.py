@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
-from scipy.sparse.linalg import cg, spsolve_triangular
+from scipy.sparse.linalg import spsolve_triangular
 
 from sitetune.errors import InvalidInput
 
@@ -70,22 +70,26 @@ def _crossing_fraction(region: np.ndarray, sigma_vox: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(region.astype(np.float32), sigma_vox, mode="nearest") - 0.5
 
 
-def _neighbours(index: np.ndarray, shape: tuple[int, ...], axis: int, step: int):
-    """Flat indices of the neighbour along ``axis`` (``step`` = +-1) and a validity mask."""
-    coords = np.unravel_index(index, shape)
-    moved = coords[axis] + step
-    valid = (moved >= 0) & (moved < shape[axis])
-    moved = np.clip(moved, 0, shape[axis] - 1)
-    new = list(coords)
-    new[axis] = moved
-    return np.ravel_multi_index(new, shape), valid
-
-
 def _theta(f_here: np.ndarray, f_there: np.ndarray) -> np.ndarray:
     """Fraction of the way from here to there where the smoothed field crosses zero."""
     denom = f_here - f_there
     theta = np.where(np.abs(denom) > 1e-6, f_here / np.where(denom == 0, 1, denom), 0.5)
     return np.clip(theta, _THETA_MIN, 1.0)
+
+
+@dataclass
+class _Links:
+    """The six face neighbours of every wall cell, as ``(n, 6)`` arrays (axis-major,
+    step -1 then +1): neighbour cell number (-1 if not wall), kind (0 wall, 1 inner
+    boundary, 2 outer boundary, 3 array edge) and distance in mm to the value used
+    (a wall centre one spacing away, or the sub-voxel surface)."""
+
+    cell: np.ndarray
+    kind: np.ndarray
+    distance: np.ndarray
+
+    AXIS = np.repeat(np.arange(3), 2)  # axis of each of the six columns
+    STEP = np.tile([-1, 1], 3)
 
 
 def wall_thickness(
@@ -95,7 +99,7 @@ def wall_thickness(
     inner: int = 1,
     wall: int = 2,
     smoothing_voxels: float = 1.0,
-    tolerance: float = 1e-7,
+    tolerance: float = 1e-5,
 ) -> ThicknessResult:
     """Thickness (mm) of the ``wall`` label between ``inner`` and everything else.
 
@@ -114,87 +118,51 @@ def wall_thickness(
     spacing = np.asarray(spacing, dtype=np.float64)
     if labels.ndim != 3 or spacing.shape != (3,):
         raise ValueError(f"need a 3D label map and 3 spacings, got {labels.shape}, {spacing}")
-    is_wall = labels == wall
-    if not is_wall.any():
+    boxes = ndimage.find_objects((labels == wall).astype(np.uint8))
+    if not boxes:
         raise InvalidInput(f"the mask has no myocardium (label {wall})", code="no_myocardium")
     if not (labels == inner).any():
         raise InvalidInput(f"the mask has no blood pool (label {inner})", code="no_blood_pool")
     # Work in the wall's bounding box, with a margin for the smoothing and the neighbours.
     margin = int(np.ceil(3 * smoothing_voxels)) + 2
     box = tuple(
-        slice(max(a - margin, 0), min(b + margin + 1, n))
-        for a, b, n in zip(
-            *(np.argwhere(is_wall).min(0), np.argwhere(is_wall).max(0)), labels.shape, strict=True
-        )
+        slice(max(b.start - margin, 0), min(b.stop + margin, n))
+        for b, n in zip(boxes[0], labels.shape, strict=True)
     )
     sub = labels[box]
     shape = sub.shape
-    is_wall_sub = sub == wall
-    is_inner = sub == inner
+    is_wall, is_inner = sub == wall, sub == inner
     sigma = smoothing_voxels * spacing.min() / spacing
     f_inner = _crossing_fraction(is_inner, sigma).ravel()
-    f_outer = _crossing_fraction(~is_inner & ~is_wall_sub, sigma).ravel()
-    flat_inner, flat_wall = is_inner.ravel(), is_wall_sub.ravel()
+    f_outer = _crossing_fraction(~is_inner & ~is_wall, sigma).ravel()
+    flat_inner, flat_wall = is_inner.ravel(), is_wall.ravel()
 
     cells = np.flatnonzero(flat_wall)
     n = cells.size
     number = np.full(sub.size, -1, dtype=np.int64)
     number[cells] = np.arange(n)
-    area = np.prod(spacing) / spacing  # face area normal to each axis
+    coords = np.unravel_index(cells, shape)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    links = _Links(np.full((n, 6), -1, np.int64), np.zeros((n, 6), np.int8), np.zeros((n, 6)))
+    for column, (axis, step) in enumerate(zip(_Links.AXIS, _Links.STEP, strict=True)):
+        moved = coords[axis] + step
+        inside = (moved >= 0) & (moved < shape[axis])
+        nb = np.where(inside, cells + step * strides[axis], cells)
+        kind = np.full(n, 3, np.int8)
+        kind[inside & flat_wall[nb]] = 0
+        kind[inside & flat_inner[nb]] = 1
+        kind[inside & ~flat_wall[nb] & ~flat_inner[nb]] = 2
+        theta = np.ones(n)
+        for boundary, f in ((1, f_inner), (2, f_outer)):
+            at = kind == boundary
+            theta[at] = _theta(f[cells[at]], f[nb[at]])
+        links.cell[:, column] = np.where(kind == 0, number[nb], -1)
+        links.kind[:, column] = kind
+        links.distance[:, column] = theta * spacing[axis]
 
-    diag = np.zeros(n)
-    rhs = np.zeros(n)
-    rows, cols, vals = [], [], []
-    # Per axis and direction: distance to the value the upwind path-length scheme uses.
-    links = []  # (axis, step, neighbour cell number or -1, boundary kind, distance)
-    for axis in range(3):
-        h = spacing[axis]
-        for step in (-1, 1):
-            nb, valid = _neighbours(cells, shape, axis, step)
-            nb_wall = valid & flat_wall[nb]
-            nb_inner = valid & flat_inner[nb]
-            nb_outer = valid & ~flat_wall[nb] & ~flat_inner[nb]
-            g = area[axis] / h
-            src = np.flatnonzero(nb_wall)
-            rows.append(src)
-            cols.append(number[nb[nb_wall]])
-            vals.append(np.full(src.size, -g))
-            diag[nb_wall] += g
-            theta = np.ones(n)
-            theta[nb_inner] = _theta(f_inner[cells[nb_inner]], f_inner[nb[nb_inner]])
-            theta[nb_outer] = _theta(f_outer[cells[nb_outer]], f_outer[nb[nb_outer]])
-            boundary = nb_inner | nb_outer
-            gb = area[axis] / (theta[boundary] * h)
-            diag[boundary] += gb
-            rhs[nb_outer] += area[axis] / (theta[nb_outer] * h)
-            kind = np.where(nb_wall, 0, np.where(nb_inner, 1, np.where(nb_outer, 2, 3)))
-            links.append((axis, step, np.where(nb_wall, number[nb], -1), kind, theta * h))
-    laplacian = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
-    laplacian = laplacian + sp.diags(diag)
-    preconditioner = sp.diags(1.0 / diag)
-    iterations = 0
-
-    def count(_):
-        nonlocal iterations
-        iterations += 1
-
-    u, info = cg(
-        laplacian,
-        rhs,
-        x0=np.full(n, 0.5),
-        rtol=tolerance,
-        maxiter=20 * n,
-        M=preconditioner,
-        callback=count,
-    )
-    if info != 0:
-        raise RuntimeError(f"Laplace solve did not converge ({info})")
-
+    u, iterations = _solve_laplace(links, spacing, tolerance)
     gradient = _gradient(u, links)
-    norm = np.linalg.norm(gradient, axis=1)
-    tangent = gradient / np.maximum(norm, 1e-12)[:, None]
+    tangent = gradient / np.maximum(np.linalg.norm(gradient, axis=1), 1e-12)[:, None]
     order = np.argsort(u, kind="stable")
     l0 = _path_length(tangent, links, order, boundary_kind=1, direction=+1)
     l1 = _path_length(tangent, links, order[::-1], boundary_kind=2, direction=-1)
@@ -210,59 +178,114 @@ def wall_thickness(
             "name": "laplace-yezzi",
             "boundaries": "sub-voxel (smoothed indicator)",
             "smoothing_voxels": smoothing_voxels,
-            "laplace_solver": "jacobi-pcg",
+            "laplace_solver": "jacobi-scaled conjugate gradients (float32)",
+            "laplace_tolerance": tolerance,
             "laplace_iterations": iterations,
+            "path_lengths": "upwind, one triangular solve per surface",
             "wall_voxels": int(n),
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
 
 
-def _gradient(u: np.ndarray, links) -> np.ndarray:
+def _rows_to_csr(columns: np.ndarray, values: np.ndarray, n: int) -> sp.csr_matrix:
+    """A CSR matrix from ``(n, k)`` column numbers (-1: no entry) and values, row by row."""
+    used = columns >= 0
+    indptr = np.concatenate([[0], np.cumsum(used.sum(1))]).astype(np.int32)
+    return sp.csr_matrix((values[used], columns[used].astype(np.int32), indptr), shape=(n, n))
+
+
+def _solve_laplace(links: _Links, spacing: np.ndarray, tolerance: float):
+    """Finite-volume Laplace on the wall cells, ``u = 0`` at the inner surface and 1 at
+    the outer one (at their sub-voxel distances); Jacobi-preconditioned CG."""
+    n = links.cell.shape[0]
+    area = (np.prod(spacing) / spacing)[_Links.AXIS]  # face area of each column
+    h = spacing[_Links.AXIS]
+    to_wall = links.kind == 0
+    boundary = (links.kind == 1) | (links.kind == 2)
+    conductance = np.where(to_wall, area / h, 0.0) + np.where(boundary, area / links.distance, 0.0)
+    diag = conductance.sum(1)
+    rhs = np.where(links.kind == 2, conductance, 0.0).sum(1)
+    # Symmetric Jacobi scaling (unit diagonal), then float32: the solve is memory-bound
+    # and u in [0, 1] needs no more than float32's 7 digits at this tolerance.
+    scale = 1.0 / np.sqrt(diag)
+    off = np.where(to_wall, -conductance * scale[:, None] * scale[np.maximum(links.cell, 0)], 0.0)
+    columns = np.concatenate([links.cell, np.arange(n)[:, None]], axis=1)
+    values = np.concatenate([off, np.ones((n, 1))], axis=1).astype(np.float32)
+    matrix = _rows_to_csr(columns, values, n)
+    v, iterations = _cg(
+        matrix, (rhs * scale).astype(np.float32), (0.5 / scale).astype(np.float32), tolerance
+    )
+    return v.astype(np.float64) * scale, iterations
+
+
+def _cg(matrix, rhs: np.ndarray, x: np.ndarray, tolerance: float):
+    """Conjugate gradients (in place on ``x``, the start); ``(x, iterations)``."""
+    r = rhs - matrix @ x
+    p = r.copy()
+    rr = r @ r
+    goal = (tolerance * np.linalg.norm(rhs)) ** 2
+    for iteration in range(1, 20 * rhs.size + 1):
+        q = matrix @ p
+        alpha = rr / (p @ q)
+        x += alpha * p
+        r -= alpha * q
+        rr, rr_old = r @ r, rr
+        if rr <= goal:
+            return x, iteration
+        p *= rr / rr_old
+        p += r
+    raise RuntimeError("Laplace solve did not converge")
+
+
+def _gradient(u: np.ndarray, links: _Links) -> np.ndarray:
     """Non-uniform central differences of ``u``: a wall neighbour one spacing away, a
     boundary value (0 or 1) at its sub-voxel distance, or (array edge) ``u`` itself."""
-    sides = {}
-    for axis, step, nb, kind, distance in links:
-        value = np.select([kind == 0, kind == 1, kind == 2], [u[np.maximum(nb, 0)], 0.0, 1.0], u)
-        sides[(axis, step)] = (value, distance)
-    grad = np.zeros((u.size, 3))
+    value = np.where(links.kind == 0, u[np.maximum(links.cell, 0)], u[:, None])
+    value[links.kind == 1] = 0.0
+    value[links.kind == 2] = 1.0
+    grad = np.empty((u.size, 3))
     for axis in range(3):
-        up, d_up = sides[(axis, 1)]
-        down, d_down = sides[(axis, -1)]
+        down, up = value[:, 2 * axis], value[:, 2 * axis + 1]
+        d_down, d_up = links.distance[:, 2 * axis], links.distance[:, 2 * axis + 1]
         grad[:, axis] = ((up - u) * d_down / d_up + (u - down) * d_up / d_down) / (d_up + d_down)
     return grad
 
 
 def _path_length(
-    tangent: np.ndarray, links, order: np.ndarray, *, boundary_kind: int, direction: int
+    tangent: np.ndarray, links: _Links, order: np.ndarray, *, boundary_kind: int, direction: int
 ) -> np.ndarray:
-    """Upwind solution of ``direction * grad L . T = 1`` with ``L = 0`` on one surface."""
+    """Upwind solution of ``direction * grad L . T = 1`` with ``L = 0`` on one surface.
+
+    Cells are visited in ``order`` (increasing distance from the surface in ``u``); a
+    cell takes its upwind wall neighbours that come earlier, and its upwind boundary
+    faces, so the system is lower triangular in that order.
+    """
     n = tangent.shape[0]
+    rows = np.arange(n)
     position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
-    diag = np.zeros(n)
-    rows, cols, vals = [], [], []
-    for axis, step, nb, kind, distance in links:
-        component = direction * tangent[:, axis]
-        upwind = np.sign(component) == -step  # the path comes from this neighbour
-        weight = np.abs(component) / distance
-        from_wall = upwind & (kind == 0)
-        # Couple to wall neighbours earlier in the sweep (later ones: Neumann, dropped).
-        earlier = from_wall & (position[np.maximum(nb, 0)] < position)
-        from_boundary = upwind & (kind == boundary_kind)
-        use = earlier | from_boundary
-        diag[use] += weight[use]
-        src = np.flatnonzero(earlier)
-        rows.append(position[src])
-        cols.append(position[nb[earlier]])
-        vals.append(-weight[earlier])
-    stuck = diag == 0  # no upwind information at all (isolated voxel): length 0 + spacing
-    diag[stuck] = 1.0
-    matrix = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    position[order] = rows
+    # Per axis at most one face is upwind (the path comes from there): the -1 face when
+    # the component is positive, the +1 face when negative.
+    component = direction * tangent
+    face = 2 * np.arange(3) + (component < 0)
+    cell = np.take_along_axis(links.cell, face, 1)
+    kind = np.take_along_axis(links.kind, face, 1)
+    weight = np.abs(component) / np.take_along_axis(links.distance, face, 1)
+    neighbour_position = np.where(cell >= 0, position[np.maximum(cell, 0)], n)
+    earlier = (kind == 0) & (neighbour_position < position[:, None]) & (component != 0)
+    use = earlier | ((kind == boundary_kind) & (component != 0))
+    diag = np.where(use, weight, 0.0).sum(1)
+    diag[diag == 0] = 1.0  # no upwind information at all (isolated voxel): length 1 spacing
+    # Rows in visiting order, divided by the diagonal: a unit lower-triangular system.
+    columns = np.where(earlier, neighbour_position, -1)[order]
+    values = (np.where(earlier, -weight, 0.0) / diag[:, None])[order]
+    columns = np.concatenate([columns, rows[:, None]], axis=1)
+    values = np.concatenate([values, np.ones((n, 1))], axis=1)
+    matrix = _rows_to_csr(columns, values, n)
+    solution = spsolve_triangular(
+        matrix, 1.0 / diag[order], lower=True, unit_diagonal=True, overwrite_A=True
     )
-    matrix = matrix + sp.diags(diag[order])
-    solution = spsolve_triangular(matrix.tocsr(), np.ones(n), lower=True)
     out = np.empty(n)
     out[order] = solution
     return out

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 
 from sitetune import __version__
 from sitetune.imaging.load import load_volume
-from sitetune.service import routes_models
+from sitetune.service import routes_measure, routes_models
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
 from sitetune.service.metrics import observe_stages
@@ -110,4 +110,5 @@ def result_seg(request: Request, result_id: str, _: Clinical):
     return FileResponse(path, media_type="application/dicom", filename=f"{result_id}-seg.dcm")
 
 
+api.include_router(routes_measure.router)
 api.include_router(routes_models.router)

@@ -38,19 +38,11 @@ def input_summary(volume: Volume) -> dict:
     }
 
 
-def store_segmentation(
-    results: ResultStore,
-    volume: Volume,
-    segmentation: Segmentation,
-    version: ModelVersion,
-    backend: str,
-    load_ms: float,
-    started: float,
-) -> dict:
-    """Write the mask (and the SEG for DICOM input) and return the response body."""
-    labels = segmentation.labels
+def mask_writers(volume: Volume, labels: np.ndarray, version: ModelVersion | None) -> dict:
+    """Result files of a label map: the NIfTI mask, and a DICOM SEG for DICOM input
+    segmented by a model (``version``)."""
     writers = {"mask.nii.gz": lambda path: save_nifti(volume.with_array(labels), path)}
-    if volume.dicom is not None:
+    if volume.dicom is not None and version is not None:
         structures = {label.value: label.code for label in version.card.labels}
 
         def write_seg(path):
@@ -65,16 +57,50 @@ def store_segmentation(
             seg.save_as(path)
 
         writers["seg.dcm"] = write_seg
-    summary = {
-        "model": {"name": version.name, "version": str(version.version)},
-        "backend": backend,
-        "labels": label_volumes(labels, volume, version),
-        "input": input_summary(volume),
-    }
+    return writers
+
+
+def model_summary(version: ModelVersion | None, backend: str | None) -> dict:
+    """Which model and backend produced a result (``None`` for a mask upload)."""
+    if version is None:
+        return {"model": None, "backend": None}
+    return {"model": {"name": version.name, "version": str(version.version)}, "backend": backend}
+
+
+def store_result(
+    results: ResultStore,
+    kind: str,
+    summary: dict,
+    writers: dict,
+    timings: dict[str, float],
+    started: float,
+) -> dict:
+    """Store ``summary`` (with ``timings_ms``) and the files; return the response body."""
     save_started = time.perf_counter()
-    timings = {"load": round(load_ms, 1), **segmentation.timings_ms}
     summary["timings_ms"] = timings
-    result_id = results.create("segment", summary, writers)
+    result_id = results.create(kind, summary, writers)
     timings["save"] = round(1000 * (time.perf_counter() - save_started), 1)
     timings["total"] = round(1000 * (time.perf_counter() - started), 1)
     return {"result_id": result_id, **summary}
+
+
+def store_segmentation(
+    results: ResultStore,
+    volume: Volume,
+    segmentation: Segmentation,
+    version: ModelVersion,
+    backend: str,
+    load_ms: float,
+    started: float,
+) -> dict:
+    """Write the mask (and the SEG for DICOM input) and return the response body."""
+    labels = segmentation.labels
+    summary = {
+        **model_summary(version, backend),
+        "labels": label_volumes(labels, volume, version),
+        "input": input_summary(volume),
+    }
+    timings = {"load": round(load_ms, 1), **segmentation.timings_ms}
+    return store_result(
+        results, "segment", summary, mask_writers(volume, labels, version), timings, started
+    )

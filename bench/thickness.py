@@ -1,0 +1,142 @@
+"""Wall-thickness accuracy and speed: sitetune's solver against pyezzi, same phantoms, same run.
+
+    .venv/bin/pip install -e '.[bench]'   # pyezzi from PyPI
+    .venv/bin/python bench/thickness.py [--runs 3] [--out bench/results/thickness.json]
+
+Accuracy: analytic phantoms (``sitetune.imaging.phantoms.analytic``) with exact thickness
+and a random sub-voxel centre offset per phantom -- spherical shells (radii 20-30, 30-40,
+50-56 mm), cylindrical shells (axis z and axis (1,1,1)), slabs with normals (1,0,0),
+(1,1,0), (1,1,1) -- at 1 mm isotropic, 0.5x0.5x0.7 mm and 1x1x2 mm. Errors are in voxels
+of the finest axis, over the voxels where the closed form holds: mean (bias), p95 and
+max of |error|; per spacing, the slab orientation spread (max - min of the three slab
+biases). pyezzi runs ``compute_thickness_cardiac(endo=blood pool, epi=blood pool+wall)``.
+
+Speed: a spherical shell of radii 60-80 voxels in a 256^3 array at 1 mm, median of
+``--runs`` for each method (interleaved), and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sitetune.imaging.phantoms.analytic import cylindrical_shell, slab, spherical_shell
+from sitetune.measure.thickness import wall_thickness
+
+SPACINGS = {"1mm": (1.0, 1.0, 1.0), "0.5x0.5x0.7mm": (0.5, 0.5, 0.7), "1x1x2mm": (1.0, 1.0, 2.0)}
+
+
+def phantoms(spacing, rng):
+    """(row name, phantom) for one spacing."""
+    for r_in, r_out in ((20, 30), (30, 40), (50, 56)):
+        yield f"sphere {r_in}-{r_out}", spherical_shell(r_in, r_out, spacing, rng=rng)
+    yield "cylinder 20-30 axis z", cylindrical_shell(20, 30, spacing, rng=rng)
+    yield (
+        "cylinder 20-30 axis (1,1,1)",
+        cylindrical_shell(20, 30, spacing, axis=(1, 1, 1), length_mm=80, rng=rng),
+    )
+    for normal in ((1, 0, 0), (1, 1, 0), (1, 1, 1)):
+        yield f"slab 8 mm normal {normal}", slab(8.0, normal, spacing, rng=rng)
+
+
+def sitetune_thickness(labels: np.ndarray, spacing) -> np.ndarray:
+    return wall_thickness(labels, spacing).thickness_mm
+
+
+def pyezzi_thickness(labels: np.ndarray, spacing) -> np.ndarray:
+    from pyezzi import compute_thickness_cardiac
+
+    endo = labels == 1
+    epi = labels >= 1
+    out = compute_thickness_cardiac(endo, epi, spacing=tuple(float(s) for s in spacing))
+    return np.nan_to_num(np.asarray(out, dtype=np.float64))
+
+
+METHODS = {"sitetune": sitetune_thickness, "pyezzi": pyezzi_thickness}
+
+
+def errors_of(method, phantom) -> tuple[dict, float]:
+    spacing = phantom.labels.spacing
+    started = time.perf_counter()
+    thickness = METHODS[method](phantom.labels.array, spacing)
+    seconds = time.perf_counter() - started
+    errors = (thickness[phantom.valid] - phantom.thickness_mm) / min(spacing)
+    absolute = np.abs(errors)
+    return {
+        "mean_error_vox": round(float(errors.mean()), 3),
+        "p95_abs_error_vox": round(float(np.percentile(absolute, 95)), 3),
+        "max_abs_error_vox": round(float(absolute.max()), 3),
+        "voxels": int(errors.size),
+        "seconds": round(seconds, 2),
+    }, seconds
+
+
+def accuracy(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    table: dict = {}
+    for spacing_name, spacing in SPACINGS.items():
+        rows = {}
+        for name, phantom in phantoms(spacing, rng):
+            rows[name] = {method: errors_of(method, phantom)[0] for method in METHODS}
+            print(json.dumps({spacing_name: {name: rows[name]}}), flush=True)
+        spread = {}
+        for method in METHODS:
+            biases = [row[method]["mean_error_vox"] for name, row in rows.items() if "slab" in name]
+            spread[method] = round(max(biases) - min(biases), 3)
+        table[spacing_name] = {"rows": rows, "slab_orientation_spread_vox": spread}
+    return table
+
+
+def speed(runs: int) -> dict:
+    phantom = spherical_shell(60, 80, rng=np.random.default_rng(0), margin_mm=47.5)
+    assert phantom.labels.shape == (256, 256, 256), phantom.labels.shape
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    accuracy_rows = {}
+    for _ in range(runs):
+        for method in METHODS:  # interleaved, so machine drift hits both alike
+            row, seconds = errors_of(method, phantom)
+            times[method].append(seconds)
+            accuracy_rows[method] = row
+    out = {
+        "shape": list(phantom.labels.shape),
+        "radii_vox": [60, 80],
+        "wall_voxels": int((phantom.labels.array == 2).sum()),
+        "median_s": {m: round(statistics.median(t), 2) for m, t in times.items()},
+        "runs_s": {m: [round(v, 2) for v in t] for m, t in times.items()},
+        "accuracy": accuracy_rows,
+    }
+    out["pyezzi_over_sitetune"] = round(out["median_s"]["pyezzi"] / out["median_s"]["sitetune"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--out", default="bench/results/thickness.json")
+    args = parser.parse_args()
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "accuracy": accuracy(args.seed),
+    }
+    if not args.skip_speed:
+        result["speed_256"] = speed(args.runs)
+        print(json.dumps({"speed_256": result["speed_256"]}), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Left-ventricle report over cardiac phases: ED/ES choice, volumes, wall thickness.
+
+ED and ES are chosen, in order of precedence:
+
+1. explicitly by the caller (phase indices);
+2. from the DICOM cardiac-phase tags: end-diastole is the frame acquired at the R wave
+   (Nominal Percentage of Cardiac Phase within 10 % of 0/100 %, or a trigger time of at
+   most 100 ms). DICOM image headers carry no end-systole marker, and the systolic
+   percentage varies with heart rate, so ES is not taken from tags;
+3. from the blood-pool volume curve over the labelled phases: ED the largest, ES the
+   smallest. Phases whose label frame is empty are unlabelled and never chosen.
+
+Each phase entry reports blood-pool and myocardium volumes; wall thickness is computed
+at ED and ES (every labelled phase with ``all_phases``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sitetune.errors import InvalidInput
+from sitetune.imaging.volume import PhaseInfo, spacing_from_affine, voxel_volume_ml
+from sitetune.measure.thickness import ThicknessResult, wall_thickness
+
+BLOOD_POOL, MYOCARDIUM = 1, 2
+LV_LABELS = {BLOOD_POOL: "LV blood pool", MYOCARDIUM: "LV myocardium"}
+ED_TOLERANCE_PCT, ED_MAX_TRIGGER_MS = 10.0, 100.0
+
+
+@dataclass(frozen=True)
+class PhaseChoice:
+    ed: int | None
+    es: int | None
+    ed_source: str | None
+    es_source: str | None
+
+
+@dataclass
+class VentricleReport:
+    """Per-phase measurements, the ED/ES choice, and the thickness map (mm, float32)."""
+
+    phases: list[dict]
+    choice: PhaseChoice
+    thickness_map: np.ndarray
+    method: dict
+
+    def to_json(self) -> dict:
+        """The measurement part of the ``POST /v1/thickness`` response (API.md)."""
+        ed = self.phases[self.choice.ed] if self.choice.ed is not None else None
+        es = self.phases[self.choice.es] if self.choice.es is not None else None
+        thickening = None
+        if ed and es and ed["thickness_mm"] and es["thickness_mm"]:
+            before, after = ed["thickness_mm"]["median"], es["thickness_mm"]["median"]
+            thickening = round(100.0 * (after - before) / before, 2) if before > 0 else None
+        return {
+            "phases": self.phases,
+            "ed": ed,
+            "es": es,
+            "thickening_pct": thickening,
+            "method": self.method
+            | {"ed_source": self.choice.ed_source, "es_source": self.choice.es_source},
+        }
+
+
+def choose_phases(
+    phases: Sequence[PhaseInfo],
+    blood_pool_ml: Sequence[float],
+    labelled: Sequence[bool],
+    *,
+    ed: int | None = None,
+    es: int | None = None,
+) -> PhaseChoice:
+    """ED and ES phase indices and where each choice came from (see the module doc)."""
+    n = len(phases)
+    for name, value in (("ed", ed), ("es", es)):
+        if value is not None and not 0 <= value < n:
+            raise InvalidInput(
+                f"{name}={value} is not a phase of this input (0..{n - 1})", code="bad_phase"
+            )
+    if n == 1:
+        return PhaseChoice(
+            ed, es, "request" if ed is not None else None, "request" if es is not None else None
+        )
+    candidates = [t for t in range(n) if labelled[t]]
+    ed_source = es_source = "request"
+    if ed is None:
+        ed, ed_source = _ed_from_tags(phases, candidates)
+    if ed is None and candidates:
+        ed, ed_source = max(candidates, key=lambda t: blood_pool_ml[t]), "blood_pool_volume_max"
+    if es is None:
+        rest = [t for t in candidates if t != ed]
+        if rest:
+            es, es_source = min(rest, key=lambda t: blood_pool_ml[t]), "blood_pool_volume_min"
+        else:
+            es_source = None
+    for name, value in (("ED", ed), ("ES", es)):
+        if value is not None and not labelled[value]:
+            raise InvalidInput(
+                f"the {name} phase {value} has no blood pool in its label map", code="bad_phase"
+            )
+    return PhaseChoice(ed, es, ed_source if ed is not None else None, es_source)
+
+
+def _ed_from_tags(phases: Sequence[PhaseInfo], candidates: list[int]) -> tuple[int | None, str]:
+    percentages = [p.nominal_percentage for p in phases]
+    if candidates and all(v is not None for v in percentages):
+        distance = {t: min(percentages[t] % 100, 100 - percentages[t] % 100) for t in candidates}
+        best = min(candidates, key=distance.get)
+        if distance[best] <= ED_TOLERANCE_PCT:
+            return best, "dicom:nominal_percentage_of_cardiac_phase"
+        return None, ""
+    triggers = [p.trigger_time_ms for p in phases]
+    if candidates and all(v is not None for v in triggers):
+        best = min(candidates, key=lambda t: triggers[t])
+        if triggers[best] <= ED_MAX_TRIGGER_MS:
+            return best, "dicom:trigger_time"
+    return None, ""
+
+
+def measure_ventricle(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    phases: Sequence[PhaseInfo] | None = None,
+    *,
+    ed: int | None = None,
+    es: int | None = None,
+    all_phases: bool = False,
+) -> VentricleReport:
+    """Volumes per phase, ED/ES, and wall thickness on a 3D or 4D LV label map.
+
+    Raises:
+        InvalidInput: a phase to measure has no myocardium or no blood pool, or a
+            requested ED/ES index is out of range.
+    """
+    frames = [labels] if labels.ndim == 3 else [labels[..., t] for t in range(labels.shape[3])]
+    phases = list(phases) if phases is not None else [PhaseInfo(t) for t in range(len(frames))]
+    voxel_ml = voxel_volume_ml(affine)
+    spacing = spacing_from_affine(affine)
+    counts = [np.bincount(f.ravel(), minlength=3)[1:3] for f in frames]
+    volumes = [
+        {
+            "blood_pool": round(float(c[0]) * voxel_ml, 3),
+            "myocardium": round(float(c[1]) * voxel_ml, 3),
+        }
+        for c in counts
+    ]
+    labelled = [bool(c[0]) for c in counts]
+    choice = choose_phases(phases, [v["blood_pool"] for v in volumes], labelled, ed=ed, es=es)
+    if len(frames) == 1:
+        to_measure = [0]
+    elif all_phases:
+        to_measure = [t for t in range(len(frames)) if labelled[t]]
+    else:
+        to_measure = sorted({t for t in (choice.ed, choice.es) if t is not None})
+    thickness_map = np.zeros(labels.shape, dtype=np.float32)
+    results: dict[int, ThicknessResult] = {}
+    for t in to_measure:
+        try:
+            results[t] = wall_thickness(frames[t], spacing, inner=BLOOD_POOL, wall=MYOCARDIUM)
+        except InvalidInput as error:
+            where = f"phase {t}: " if len(frames) > 1 else ""
+            raise InvalidInput(f"{where}{error.message}", code=error.code) from error
+        if labels.ndim == 3:
+            thickness_map[...] = results[t].thickness_mm
+        else:
+            thickness_map[..., t] = results[t].thickness_mm
+    entries = []
+    for t in range(len(frames)):
+        role = "ED" if t == choice.ed else "ES" if t == choice.es else None
+        stats = results[t].stats if t in results else None
+        entries.append(
+            {
+                "index": t,
+                "role": role,
+                "thickness_mm": {k: round(v, 3) for k, v in stats.items()} if stats else None,
+                "volumes_ml": volumes[t],
+            }
+        )
+    method = dict(next(iter(results.values())).method) if results else {}
+    method.pop("seconds", None)
+    method["seconds"] = round(sum(r.method["seconds"] for r in results.values()), 3)
+    method["spacing_mm"] = [round(s, 6) for s in spacing]
+    return VentricleReport(entries, choice, thickness_map, method)

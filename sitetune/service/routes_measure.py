@@ -1,0 +1,118 @@
+"""Measurement routes (role clinical): LV wall thickness at ED and ES."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from sitetune.errors import InputError
+from sitetune.imaging.load import load_volume
+from sitetune.imaging.nifti import save_nifti
+from sitetune.imaging.volume import Volume
+from sitetune.measure.labels import as_label_map
+from sitetune.measure.ventricle import LV_LABELS, measure_ventricle
+from sitetune.models.registry import ModelVersion
+from sitetune.service.deps import Clinical, state
+from sitetune.service.metrics import observe_stages
+from sitetune.service.segment_result import input_summary, mask_writers, model_summary, store_result
+from sitetune.service.state import AppState
+from sitetune.service.uploads import saved_upload
+
+router = APIRouter()
+
+
+class PhasesMeasured(StrEnum):
+    ED_ES = "ed_es"
+    ALL = "all"
+
+
+def _labels_from_upload(
+    app: AppState,
+    file: UploadFile | None,
+    mask: UploadFile | None,
+    model: str,
+    version: str | None,
+    series: str | None,
+    expected: dict[int, str],
+) -> tuple[Volume, object, ModelVersion | None, str | None, dict[str, float]]:
+    """The input volume and its label map: the uploaded ``mask``, or ``file`` segmented."""
+    if (file is None or not file.filename) == (mask is None or not mask.filename):
+        raise InputError(
+            "send exactly one of 'file' (an image to segment) or 'mask' (a label map)",
+            code="file_or_mask",
+        )
+    started = time.perf_counter()
+    upload, field = (mask, "mask") if mask is not None and mask.filename else (file, "file")
+    limit = app.settings.max_upload_bytes
+    with saved_upload(upload, app.settings.data_dir / "tmp", limit, field=field) as path:
+        volume = load_volume(path, series=series, limits=app.settings.zip_limits)
+    timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
+    if field == "mask":
+        return volume, as_label_map(volume.array, expected), None, None, timings
+    chosen = app.models.choose(volume, model, version)
+    missing = {v for v in expected} - {label.value for label in chosen.card.labels}
+    if missing:
+        raise InputError(
+            f"model {chosen.ref} does not produce labels {sorted(missing)} this measurement needs",
+            code="wrong_model",
+        )
+    segmentation, backend = app.models.segment(volume, chosen)
+    timings.update(segmentation.timings_ms)
+    return volume, segmentation.labels, chosen, backend, timings
+
+
+@router.post("/v1/thickness")
+def thickness(
+    request: Request,
+    _: Clinical,
+    file: Annotated[UploadFile | None, File()] = None,
+    mask: Annotated[UploadFile | None, File()] = None,
+    model: Annotated[str, Form()] = "lv-ct",
+    version: Annotated[str | None, Form()] = None,
+    series: Annotated[str | None, Form()] = None,
+    ed: Annotated[int | None, Form()] = None,
+    es: Annotated[int | None, Form()] = None,
+    phases: Annotated[PhasesMeasured, Form()] = PhasesMeasured.ED_ES,
+) -> dict:
+    """LV wall thickness (median, p95, max, mean) at ED and ES, from an image or a mask."""
+    app = state(request)
+    started = time.perf_counter()
+    volume, labels, chosen, backend, timings = _labels_from_upload(
+        app, file, mask, model, version, series, LV_LABELS
+    )
+    measuring = time.perf_counter()
+    report = measure_ventricle(
+        labels,
+        volume.affine,
+        volume.phases,
+        ed=ed,
+        es=es,
+        all_phases=phases is PhasesMeasured.ALL,
+    )
+    timings["thickness"] = round(1000 * (time.perf_counter() - measuring), 1)
+    summary = {
+        **model_summary(chosen, backend),
+        **report.to_json(),
+        "input": input_summary(volume),
+    }
+    writers = mask_writers(volume, labels, chosen)
+    writers["thickness.nii.gz"] = lambda path: save_nifti(
+        volume.with_array(report.thickness_map), path
+    )
+    body = store_result(app.results, "thickness", summary, writers, timings, started)
+    if chosen is not None:
+        observe_stages(chosen, backend, timings)
+    return body
+
+
+@router.get("/v1/results/{result_id}/thickness")
+def result_thickness(request: Request, result_id: str, _: Clinical):
+    """The thickness map in mm (float32 NIfTI on the input grid, 0 outside the wall)."""
+    path = state(request).results.file(result_id, "thickness.nii.gz", "thickness map")
+    return FileResponse(
+        path, media_type="application/gzip", filename=f"{result_id}-thickness.nii.gz"
+    )
