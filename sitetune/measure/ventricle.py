@@ -184,3 +184,46 @@ def measure_ventricle(
     method["seconds"] = round(sum(r.method["seconds"] for r in results.values()), 3)
     method["spacing_mm"] = [round(s, 6) for s in spacing]
     return VentricleReport(entries, choice, thickness_map, method)
+
+
+AGREEMENT_STATS = ("median", "p95", "max")
+
+
+def thickness_agreement(
+    predicted: Sequence[VentricleReport], reference: Sequence[VentricleReport]
+) -> dict:
+    """Agreement of thickness statistics between paired reports (one pair per case).
+
+    For each of median, p95 and max at ED and at ES: Pearson r, mean difference (bias,
+    predicted minus reference) and mean absolute difference in mm; plus how often the
+    predicted ED/ES phases were the reference's. The fine-tune evaluation reuses this.
+    """
+    from scipy.stats import pearsonr
+
+    if len(predicted) != len(reference) or not predicted:
+        raise ValueError("need one predicted report per reference report, at least one")
+    out: dict = {"cases": len(predicted)}
+    for role in ("ed", "es"):
+        pairs = [
+            (p.to_json()[role], r.to_json()[role])
+            for p, r in zip(predicted, reference, strict=True)
+        ]
+        measured = [(p, r) for p, r in pairs if _measured(p) and _measured(r)]
+        for stat in AGREEMENT_STATS:
+            x = np.array([p["thickness_mm"][stat] for p, _ in measured], float)
+            y = np.array([r["thickness_mm"][stat] for _, r in measured], float)
+            constant = x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
+            out[f"{role}_{stat}"] = {
+                "pearson_r": None if constant else round(float(pearsonr(x, y)[0]), 4),
+                "bias_mm": round(float((x - y).mean()), 3) if x.size else None,
+                "mean_abs_diff_mm": round(float(np.abs(x - y).mean()), 3) if x.size else None,
+                "cases": int(x.size),
+            }
+        out[f"{role}_phase_correct"] = round(
+            float(np.mean([(p or {}).get("index") == (r or {}).get("index") for p, r in pairs])), 3
+        )
+    return out
+
+
+def _measured(entry: dict | None) -> bool:
+    return bool(entry and entry.get("thickness_mm"))

@@ -41,6 +41,15 @@ def _shape_for(extent_mm: float, spacing: tuple[float, float, float]) -> tuple[i
     return tuple(int(np.ceil(extent_mm / s)) + 1 for s in spacing)
 
 
+def _face_distance(shape: tuple[int, int, int], spacing) -> np.ndarray:
+    """Distance in mm from every voxel centre to the nearest array face."""
+    axes = [
+        np.minimum(np.arange(n), n - 1 - np.arange(n)) * s
+        for n, s in zip(shape, spacing, strict=True)
+    ]
+    return np.minimum.reduce(np.meshgrid(*axes, indexing="ij"))
+
+
 def _labels(inside: np.ndarray, wall: np.ndarray) -> np.ndarray:
     out = np.zeros(inside.shape, dtype=np.uint8)
     out[wall] = 2
@@ -91,8 +100,10 @@ def cylindrical_shell(
 ) -> ThicknessPhantom:
     """A cylindrical shell around ``axis`` through the (offset) centre, spanning the array.
 
-    The cylinder runs through the whole array, so the end faces are array faces; ``valid``
-    excludes wall voxels within ``r_outer`` of where the axis leaves the array.
+    The cylinder runs through the whole array, so it is cut by array faces. Where a face
+    is not perpendicular to the axis the cut bends the field lines, so ``valid`` keeps
+    wall voxels farther than the wall thickness plus two voxels from every array face
+    (and, for an axis-aligned cylinder, also those near its own end faces).
     """
     if not 0 < r_inner < r_outer:
         raise ValueError(f"need 0 < r_inner < r_outer, got {r_inner}, {r_outer}")
@@ -106,9 +117,15 @@ def cylindrical_shell(
     along = d @ axis
     r = np.linalg.norm(d - along[..., None] * axis, axis=-1)
     labels = _labels(r < r_inner, (r >= r_inner) & (r < r_outer))
-    half = (np.asarray(shape) - 1) * spacing / 2
-    reach = np.min(half / np.maximum(np.abs(axis), 1e-9))  # distance to where the axis exits
-    valid = (labels == 2) & (np.abs(along) < reach - r_outer)
+    aligned = np.count_nonzero(np.abs(axis) > 1e-9) == 1
+    if aligned:
+        half = (np.asarray(shape) - 1) * spacing / 2
+        reach = np.min(half / np.maximum(np.abs(axis), 1e-9))  # where the axis exits
+        valid = (labels == 2) & (np.abs(along) < reach - r_outer)
+    else:
+        valid = (labels == 2) & (
+            _face_distance(shape, spacing) > r_outer - r_inner + 2 * max(spacing)
+        )
     return ThicknessPhantom(
         Volume(labels, affine),
         r_outer - r_inner,
@@ -146,9 +163,7 @@ def slab(
     centre = (np.asarray(shape) - 1) / 2 * spacing + rng.uniform(-0.5, 0.5, 3) * spacing
     s = (points - centre) @ normal + thickness / 2
     labels = _labels(s < 0, (s >= 0) & (s < thickness))
-    idx = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1)
-    border = np.minimum(idx, np.asarray(shape) - 1 - idx).min(-1) * min(spacing)
-    valid = (labels == 2) & (border > thickness + 2 * max(spacing))
+    valid = (labels == 2) & (_face_distance(shape, spacing) > thickness + 2 * max(spacing))
     return ThicknessPhantom(
         Volume(labels, affine),
         thickness,

@@ -95,3 +95,24 @@ def test_label_maps_with_unexpected_values_are_refused_by_name():
     with pytest.raises(InvalidInput, match="non-integer"):
         as_label_map(np.array([0.0, 0.5]), LV_LABELS)
     assert as_label_map(np.array([0.0, 1.0, 2.0]), LV_LABELS).dtype == np.uint8
+
+
+def test_thickness_agreement_pairs_ed_and_es_statistics():
+    from sitetune.measure.ventricle import PhaseChoice, VentricleReport, thickness_agreement
+
+    def report(ed_median, es_median, es_index=2):
+        phases = [
+            {"index": t, "role": None, "thickness_mm": None, "volumes_ml": {}} for t in range(3)
+        ]
+        for t, median in ((0, ed_median), (es_index, es_median)):
+            phases[t]["thickness_mm"] = {"median": median, "p95": 2 * median, "max": 3 * median}
+        return VentricleReport(phases, PhaseChoice(0, es_index, "x", "x"), np.zeros(1), {})
+
+    truth = [report(8.0, 11.0), report(9.0, 12.0), report(10.0, 14.0)]
+    predicted = [report(8.5, 11.5), report(9.5, 12.5), report(10.5, 14.5, es_index=1)]
+    agreement = thickness_agreement(predicted, truth)
+    assert agreement["ed_median"]["pearson_r"] == pytest.approx(1.0)
+    assert agreement["ed_median"]["bias_mm"] == pytest.approx(0.5)
+    assert agreement["ed_max"]["mean_abs_diff_mm"] == pytest.approx(1.5)
+    assert agreement["ed_phase_correct"] == 1.0
+    assert agreement["es_phase_correct"] == pytest.approx(0.667, abs=1e-3)
