@@ -275,12 +275,13 @@ def _path_length(
     neighbour_position = np.where(cell >= 0, position[np.maximum(cell, 0)], n)
     earlier = (kind == 0) & (neighbour_position < position[:, None]) & (component != 0)
     use = earlier | ((kind == boundary_kind) & (component != 0))
-    # With every upwind face present the step 1/diag is at most the largest face distance
-    # (the tangent is a unit vector); where the discrete order drops the main upwind
-    # neighbour (the field and the order disagree), only minor directions would remain
-    # and the step would be unbounded, so it is capped at that bound.
-    max_step = float(links.distance.max())
-    diag = np.maximum(np.where(use, weight, 0.0).sum(1), 1.0 / max_step)
+    diag = np.where(use, weight, 0.0).sum(1)
+    diag[diag == 0] = 1.0  # no upwind information at all (isolated voxel)
+    # L = (weighted mean of the upwind values) + 1/diag. With every upwind face present
+    # the step 1/diag is at most the largest face distance (the tangent is a unit
+    # vector); where the discrete order drops the main upwind neighbour (the field and
+    # the order disagree) only minor directions remain, so the step is capped there.
+    step = np.minimum(1.0 / diag, float(links.distance.max()))
     # Rows in visiting order, divided by the diagonal: a unit lower-triangular system.
     columns = np.where(earlier, neighbour_position, -1)[order]
     values = (np.where(earlier, -weight, 0.0) / diag[:, None])[order]
@@ -288,7 +289,7 @@ def _path_length(
     values = np.concatenate([values, np.ones((n, 1))], axis=1)
     matrix = _rows_to_csr(columns, values, n)
     solution = spsolve_triangular(
-        matrix, 1.0 / diag[order], lower=True, unit_diagonal=True, overwrite_A=True
+        matrix, step[order], lower=True, unit_diagonal=True, overwrite_A=True
     )
     out = np.empty(n)
     out[order] = solution
