@@ -143,21 +143,14 @@ def segment_over_http(base: str, path: Path, download: bool = False) -> tuple[fl
 
 def compute_alone(path: Path, runs: int) -> dict:
     """Model compute on the network grid: SWI + ORT vs SWI + torch eager."""
-    import torch
-
     from sitetune.imaging.load import load_volume
-    from sitetune.models.builtin import builtin_folders
-    from sitetune.models.card import ModelCard
+    from sitetune.models.builtin import load_builtin
     from sitetune.models.engines import OrtEngine, TorchEngine
     from sitetune.models.export import export_onnx
     from sitetune.models.inference import probabilities
-    from sitetune.models.networks import build_network
     from sitetune.models.preprocess import to_network_grid
 
-    folder = next(f for f in builtin_folders() if f.name == "lv-ct")
-    card = ModelCard.model_validate_json((folder / "card.json").read_text())
-    network = build_network(card)
-    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    card, network = load_builtin("lv-ct")
     volume = load_volume(path)
     image, grid = to_network_grid(volume.array, volume.affine, card)
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,14 +181,10 @@ from monai.data import Dataset, decollate_batch
 from monai.inferers import sliding_window_inference
 from monai.transforms import (AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
                               Orientationd, SaveImaged, ScaleIntensityRanged, Spacingd)
-from sitetune.models.builtin import builtin_folders
-from sitetune.models.card import ModelCard
-from sitetune.models.networks import build_network
+from sitetune.models.builtin import load_builtin
 src, pixdim, out_dir = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(2)
-folder = next(f for f in builtin_folders() if f.name == "lv-ct")
-card = ModelCard.model_validate_json((folder / "card.json").read_text())
-net = build_network(card); net.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+card, net = load_builtin("lv-ct")
 t0 = time.perf_counter()
 pre = Compose([LoadImaged("image"), EnsureChannelFirstd("image"),
                Orientationd("image", axcodes="RAS"),

@@ -22,16 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from sitetune.measure.ventricle import measure_ventricle, thickness_agreement
-from sitetune.models.builtin import builtin_folders
-from sitetune.models.card import ModelCard
+from sitetune.models.builtin import load_builtin
 from sitetune.models.engines import OrtEngine
 from sitetune.models.export import export_onnx
 from sitetune.models.inference import segment
-from sitetune.models.networks import build_network
 
 FIRST_SEED = 900_000  # away from the seeds the base model was trained and evaluated on
 
@@ -43,10 +39,7 @@ def main() -> None:
     parser.add_argument("--site", default="B")
     parser.add_argument("--out", default="bench/results/thickness_agreement.json")
     args = parser.parse_args()
-    folder = next(f for f in builtin_folders() if f.name == "lv-ct")
-    card = ModelCard.model_validate_json((folder / "card.json").read_text())
-    network = build_network(card)
-    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    card, network = load_builtin("lv-ct")
     predicted, reference, rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(network, card, Path(tmp) / "m.onnx", check_batches=1)

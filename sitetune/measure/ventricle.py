@@ -180,7 +180,6 @@ def measure_ventricle(
             }
         )
     method = dict(next(iter(results.values())).method) if results else {}
-    method.pop("seconds", None)
     method["seconds"] = round(sum(r.method["seconds"] for r in results.values()), 3)
     method["spacing_mm"] = [round(s, 6) for s in spacing]
     return VentricleReport(entries, choice, thickness_map, method)

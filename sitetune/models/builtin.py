@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from sitetune.models.card import ModelCard
 from sitetune.models.importing import register_weights
+from sitetune.models.networks import build_network
 from sitetune.models.registry import PRODUCTION, ModelVersion, Registry
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,18 @@ def builtin_folders() -> list[Path]:
         for p in BUILTIN_DIR.iterdir()
         if (p / "card.json").is_file() and (p / "weights.pt").is_file()
     )
+
+
+def load_builtin(folder_or_name: Path | str) -> tuple[ModelCard, torch.nn.Module]:
+    """The card and torch network (weights loaded, eval mode) of a built-in model, by its
+    folder or its name -- for benchmarks and tests that use the committed weights directly."""
+    folder = (
+        Path(folder_or_name) if isinstance(folder_or_name, Path) else BUILTIN_DIR / folder_or_name
+    )
+    card = ModelCard.model_validate_json((folder / "card.json").read_text())
+    network = build_network(card)
+    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    return card, network.eval()
 
 
 def register_builtins(registry: Registry) -> list[ModelVersion]:

@@ -17,14 +17,13 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from sitetune import __version__
-from sitetune.imaging.load import load_volume
 from sitetune.service import routes_measure, routes_models
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
 from sitetune.service.metrics import observe_stages
 from sitetune.service.segment_result import store_segmentation
 from sitetune.service.state import AppState
-from sitetune.service.uploads import saved_upload
+from sitetune.service.uploads import load_upload
 from sitetune.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -81,8 +80,7 @@ def segment(
     """Segment a NIfTI file or a zip of one DICOM series / one multi-phase study."""
     app = state(request)
     started = time.perf_counter()
-    with saved_upload(file, app.settings.data_dir / "tmp", app.settings.max_upload_bytes) as path:
-        volume = load_volume(path, series=series, limits=app.settings.zip_limits)
+    volume = load_upload(file, app.settings, series=series)
     load_ms = 1000 * (time.perf_counter() - started)
     chosen = app.models.choose(volume, model, version)
     segmentation, backend = app.models.segment(volume, chosen)

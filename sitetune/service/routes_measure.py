@@ -6,11 +6,11 @@ import time
 from enum import StrEnum
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from sitetune.errors import InputError
-from sitetune.imaging.load import load_volume
 from sitetune.imaging.nifti import save_nifti
 from sitetune.imaging.volume import Volume
 from sitetune.measure.labels import as_label_map
@@ -20,7 +20,7 @@ from sitetune.service.deps import Clinical, state
 from sitetune.service.metrics import observe_stages
 from sitetune.service.segment_result import input_summary, mask_writers, model_summary, store_result
 from sitetune.service.state import AppState
-from sitetune.service.uploads import saved_upload
+from sitetune.service.uploads import load_upload
 
 router = APIRouter()
 
@@ -38,7 +38,7 @@ def _labels_from_upload(
     version: str | None,
     series: str | None,
     expected: dict[int, str],
-) -> tuple[Volume, object, ModelVersion | None, str | None, dict[str, float]]:
+) -> tuple[Volume, np.ndarray, ModelVersion | None, str | None, dict[str, float]]:
     """The input volume and its label map: the uploaded ``mask``, or ``file`` segmented."""
     if (file is None or not file.filename) == (mask is None or not mask.filename):
         raise InputError(
@@ -47,14 +47,12 @@ def _labels_from_upload(
         )
     started = time.perf_counter()
     upload, field = (mask, "mask") if mask is not None and mask.filename else (file, "file")
-    limit = app.settings.max_upload_bytes
-    with saved_upload(upload, app.settings.data_dir / "tmp", limit, field=field) as path:
-        volume = load_volume(path, series=series, limits=app.settings.zip_limits)
+    volume = load_upload(upload, app.settings, series=series, field=field)
     timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
     if field == "mask":
         return volume, as_label_map(volume.array, expected), None, None, timings
     chosen = app.models.choose(volume, model, version)
-    missing = {v for v in expected} - {label.value for label in chosen.card.labels}
+    missing = set(expected) - {label.value for label in chosen.card.labels}
     if missing:
         raise InputError(
             f"model {chosen.ref} does not produce labels {sorted(missing)} this measurement needs",

@@ -11,6 +11,9 @@ from pathlib import Path, PurePath
 from fastapi import UploadFile
 
 from sitetune.errors import InputError, PayloadTooLarge
+from sitetune.imaging.load import load_volume
+from sitetune.imaging.volume import Volume
+from sitetune.settings import Settings
 
 _CHUNK = 1 << 20
 
@@ -38,3 +41,12 @@ def saved_upload(
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_upload(
+    upload: UploadFile | None, settings: Settings, *, series: str | None = None, field: str = "file"
+) -> Volume:
+    """Save ``upload`` within the size limit and load it as a `Volume` (NIfTI or DICOM)."""
+    tmp_root = settings.data_dir / "tmp"
+    with saved_upload(upload, tmp_root, settings.max_upload_bytes, field=field) as path:
+        return load_volume(path, series=series, limits=settings.zip_limits)

@@ -8,7 +8,7 @@ import torch
 
 from sitetune.imaging.phantoms.acquisition import random_rotation
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
-from sitetune.models.builtin import builtin_folders
+from sitetune.models.builtin import builtin_folders, load_builtin
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import OrtEngine, TorchEngine, ort_providers
 from sitetune.models.export import export_onnx
@@ -63,9 +63,7 @@ def test_segmentation_lies_on_an_oblique_4d_input_grid():
 
 @pytest.mark.parametrize("folder", builtin_folders(), ids=lambda p: p.name)
 def test_shipped_models_onnx_and_torch_agree(folder, tmp_path):
-    card = ModelCard.model_validate_json((folder / "card.json").read_text())
-    network = build_network(card)
-    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    card, network = load_builtin(folder)
     parity = export_onnx(network, card, tmp_path / "m.onnx", check_batches=1)
     assert parity["parity_max_abs_logit_diff"] < 1e-3
     image = torch.rand(1, 1, *card.patch_size)
