@@ -25,6 +25,9 @@ The Laplace system is symmetric positive definite (finite volumes), solved by co
 gradients with a Jacobi preconditioner: on a thin wall it converges in a number of
 iterations proportional to the thickness in voxels, not to the volume size.
 
+With ``device=`` set, the two solves run in torch (CPU or CUDA) on the same assembled
+systems; see :mod:`sitetune.measure.thickness_torch`.
+
 The open LV base (blood pool touching the background with no wall between) needs no
 special case: only wall voxels are unknowns, and where the wall ends at the base ring its
 cut face borders the outside (``u = 1``) like the epicardium.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +45,9 @@ from scipy import ndimage
 from scipy.sparse.linalg import spsolve_triangular
 
 from sitetune.errors import InvalidInput
+
+if TYPE_CHECKING:  # torch is imported only when a device is asked for
+    import torch
 
 _THETA_MIN = 0.05  # a surface is never closer than this fraction of a spacing to a centre
 
@@ -100,6 +107,7 @@ def wall_thickness(
     wall: int = 2,
     smoothing_voxels: float = 1.0,
     tolerance: float = 1e-5,
+    device: str | None = None,
 ) -> ThicknessResult:
     """Thickness (mm) of the ``wall`` label between ``inner`` and everything else.
 
@@ -109,15 +117,24 @@ def wall_thickness(
         smoothing_voxels: Gaussian sigma (in voxels of the finest axis) of the indicator
             smoothing that places the surfaces at sub-voxel positions.
         tolerance: relative residual of the Laplace solve.
+        device: None for the numpy/scipy solvers; ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+            to solve the Laplace and path-length systems with torch on that device
+            (the systems are assembled the same way; results agree to float32 round-off).
 
     Raises:
         InvalidInput: no wall voxels, or no inner region touching the wall.
+        ValueError: a malformed label map or spacing, or a device torch cannot use.
     """
     started = time.perf_counter()
     labels = np.asarray(labels)
     spacing = np.asarray(spacing, dtype=np.float64)
     if labels.ndim != 3 or spacing.shape != (3,):
         raise ValueError(f"need a 3D label map and 3 spacings, got {labels.shape}, {spacing}")
+    torch_device = None  # None: numpy/scipy solvers
+    if device is not None:
+        from sitetune.measure.thickness_torch import resolve_device
+
+        torch_device = resolve_device(device)
     boxes = ndimage.find_objects((labels == wall).astype(np.uint8))
     if not boxes:
         raise InvalidInput(f"the mask has no myocardium (label {wall})", code="no_myocardium")
@@ -160,32 +177,42 @@ def wall_thickness(
         links.kind[:, column] = kind
         links.distance[:, column] = theta * spacing[axis]
 
-    u, iterations = _solve_laplace(links, spacing, tolerance)
+    u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
     gradient = _gradient(u, links)
     tangent = gradient / np.maximum(np.linalg.norm(gradient, axis=1), 1e-12)[:, None]
     order = np.argsort(u, kind="stable")
-    l0 = _path_length(tangent, links, order, boundary_kind=1, direction=+1)
-    l1 = _path_length(tangent, links, order[::-1], boundary_kind=2, direction=-1)
+    l0, sweeps0 = _path_length(
+        tangent, links, order, boundary_kind=1, direction=1, device=torch_device
+    )
+    l1, sweeps1 = _path_length(
+        tangent, links, order[::-1], boundary_kind=2, direction=-1, device=torch_device
+    )
     values = (l0 + l1).astype(np.float32)
     out = np.zeros(labels.shape, dtype=np.float32)
     out_sub = np.zeros(sub.size, dtype=np.float32)
     out_sub[cells] = values
     out[box] = out_sub.reshape(shape)
-    return ThicknessResult(
-        out,
-        _summary(values),
-        {
-            "name": "laplace-yezzi",
-            "boundaries": "sub-voxel (smoothed indicator)",
-            "smoothing_voxels": smoothing_voxels,
-            "laplace_solver": "jacobi-scaled conjugate gradients (float32)",
-            "laplace_tolerance": tolerance,
-            "laplace_iterations": iterations,
-            "path_lengths": "upwind, one triangular solve per surface",
-            "wall_voxels": int(n),
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    )
+    method = {
+        "name": "laplace-yezzi",
+        "boundaries": "sub-voxel (smoothed indicator)",
+        "smoothing_voxels": smoothing_voxels,
+        "laplace_solver": "jacobi-scaled conjugate gradients (float32)",
+        "laplace_tolerance": tolerance,
+        "laplace_iterations": iterations,
+        "path_lengths": "upwind, one triangular solve per surface",
+        "backend": "scipy",
+        "device": "cpu",
+        "wall_voxels": int(n),
+    }
+    if torch_device is not None:
+        method["laplace_solver"] += f" (torch {torch_device})"
+        method["path_lengths"] = (
+            f"upwind, Jacobi sweeps of the triangular system (torch {torch_device})"
+        )
+        method["path_sweeps"] = [sweeps0, sweeps1]
+        method["backend"], method["device"] = "torch", str(torch_device)
+    method["seconds"] = round(time.perf_counter() - started, 3)
+    return ThicknessResult(out, _summary(values), method)
 
 
 def _rows_to_csr(columns: np.ndarray, values: np.ndarray, n: int) -> sp.csr_matrix:
@@ -195,9 +222,27 @@ def _rows_to_csr(columns: np.ndarray, values: np.ndarray, n: int) -> sp.csr_matr
     return sp.csr_matrix((values[used], columns[used].astype(np.int32), indptr), shape=(n, n))
 
 
-def _solve_laplace(links: _Links, spacing: np.ndarray, tolerance: float):
+def _solve_laplace(
+    links: _Links, spacing: np.ndarray, tolerance: float, device: torch.device | None = None
+) -> tuple[np.ndarray, int]:
     """Finite-volume Laplace on the wall cells, ``u = 0`` at the inner surface and 1 at
-    the outer one (at their sub-voxel distances); Jacobi-preconditioned CG."""
+    the outer one (at their sub-voxel distances); Jacobi-preconditioned CG, with numpy
+    (``device`` None) or torch. ``(u, iterations)``."""
+    matrix, rhs, start, scale = _laplace_system(links, spacing)
+    if device is None:
+        v, iterations = _cg(matrix, rhs, start, tolerance)
+    else:
+        from sitetune.measure.thickness_torch import cg
+
+        v, iterations = cg(matrix, rhs, start, tolerance, device)
+    return v.astype(np.float64) * scale, iterations
+
+
+def _laplace_system(
+    links: _Links, spacing: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+    """The Jacobi-scaled (unit-diagonal) float32 Laplace system: ``(matrix, rhs, start,
+    scale)``, where ``u = scale * v`` for the solution ``v`` from the start ``u = 0.5``."""
     n = links.cell.shape[0]
     area = (np.prod(spacing) / spacing)[_Links.AXIS]  # face area of each column
     h = spacing[_Links.AXIS]
@@ -213,10 +258,7 @@ def _solve_laplace(links: _Links, spacing: np.ndarray, tolerance: float):
     columns = np.concatenate([links.cell, np.arange(n)[:, None]], axis=1)
     values = np.concatenate([off, np.ones((n, 1))], axis=1).astype(np.float32)
     matrix = _rows_to_csr(columns, values, n)
-    v, iterations = _cg(
-        matrix, (rhs * scale).astype(np.float32), (0.5 / scale).astype(np.float32), tolerance
-    )
-    return v.astype(np.float64) * scale, iterations
+    return matrix, (rhs * scale).astype(np.float32), (0.5 / scale).astype(np.float32), scale
 
 
 def _cg(matrix, rhs: np.ndarray, x: np.ndarray, tolerance: float):
@@ -253,9 +295,35 @@ def _gradient(u: np.ndarray, links: _Links) -> np.ndarray:
 
 
 def _path_length(
-    tangent: np.ndarray, links: _Links, order: np.ndarray, *, boundary_kind: int, direction: int
-) -> np.ndarray:
-    """Upwind solution of ``direction * grad L . T = 1`` with ``L = 0`` on one surface.
+    tangent: np.ndarray,
+    links: _Links,
+    order: np.ndarray,
+    *,
+    boundary_kind: int,
+    direction: int,
+    device: torch.device | None = None,
+) -> tuple[np.ndarray, int]:
+    """Upwind solution of ``direction * grad L . T = 1`` with ``L = 0`` on one surface:
+    ``(L, sweeps)``, by scipy's triangular solve (``device`` None, sweeps 0) or torch
+    Jacobi sweeps."""
+    matrix, rhs = _path_system(tangent, links, order, boundary_kind, direction)
+    if device is None:
+        solution = spsolve_triangular(matrix, rhs, lower=True, unit_diagonal=True, overwrite_A=True)
+        sweeps = 0
+    else:
+        from sitetune.measure.thickness_torch import solve_unit_lower
+
+        solution, sweeps = solve_unit_lower(matrix, rhs, device)
+    out = np.empty(tangent.shape[0])
+    out[order] = solution
+    return out, sweeps
+
+
+def _path_system(
+    tangent: np.ndarray, links: _Links, order: np.ndarray, boundary_kind: int, direction: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The upwind system for one surface, rows and columns in visiting order: a unit
+    lower-triangular CSR matrix and its right-hand side.
 
     Cells are visited in ``order`` (increasing distance from the surface in ``u``); a
     cell takes its upwind wall neighbours that come earlier, and its upwind boundary
@@ -287,10 +355,4 @@ def _path_length(
     values = (np.where(earlier, -weight, 0.0) / diag[:, None])[order]
     columns = np.concatenate([columns, rows[:, None]], axis=1)
     values = np.concatenate([values, np.ones((n, 1))], axis=1)
-    matrix = _rows_to_csr(columns, values, n)
-    solution = spsolve_triangular(
-        matrix, step[order], lower=True, unit_diagonal=True, overwrite_A=True
-    )
-    out = np.empty(n)
-    out[order] = solution
-    return out
+    return _rows_to_csr(columns, values, n), step[order]

@@ -1,4 +1,4 @@
-"""Measurement routes (role clinical): LV wall thickness at ED and ES."""
+"""Measurement routes (role clinical): LV wall thickness at ED and ES; lesion volume."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from sitetune.errors import InputError
+from sitetune.errors import InputError, InvalidInput
 from sitetune.imaging.nifti import save_nifti
 from sitetune.imaging.volume import Volume
 from sitetune.measure.labels import as_label_map
+from sitetune.measure.lesions import (
+    DEFAULT_MIN_LESION_ML,
+    LESION_LABELS,
+    check_lesion_options,
+    lesion_statistics,
+)
 from sitetune.measure.ventricle import LV_LABELS, measure_ventricle
 from sitetune.models.registry import ModelVersion
 from sitetune.service.deps import Clinical, state
@@ -38,8 +44,11 @@ def _labels_from_upload(
     version: str | None,
     series: str | None,
     expected: dict[int, str],
+    *,
+    three_d: bool = False,
 ) -> tuple[Volume, np.ndarray, ModelVersion | None, str | None, dict[str, float]]:
-    """The input volume and its label map: the uploaded ``mask``, or ``file`` segmented."""
+    """The input volume and its label map: the uploaded ``mask``, or ``file`` segmented
+    (``three_d``: refuse 4D input before segmenting it)."""
     if (file is None or not file.filename) == (mask is None or not mask.filename):
         raise InputError(
             "send exactly one of 'file' (an image to segment) or 'mask' (a label map)",
@@ -49,6 +58,11 @@ def _labels_from_upload(
     upload, field = (mask, "mask") if mask is not None and mask.filename else (file, "file")
     volume = load_upload(upload, app.settings, series=series, field=field)
     timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
+    if three_d and volume.n_phases > 1:
+        raise InvalidInput(
+            f"this measurement needs a 3D {field}; got {volume.n_phases} phases (4D)",
+            code="not_3d",
+        )
     if field == "mask":
         return volume, as_label_map(volume.array, expected), None, None, timings
     chosen = app.models.choose(volume, model, version)
@@ -114,3 +128,51 @@ def result_thickness(request: Request, result_id: str, _: Clinical):
     return FileResponse(
         path, media_type="application/gzip", filename=f"{result_id}-thickness.nii.gz"
     )
+
+
+@router.post("/v1/lesion-volume")
+def lesion_volume(
+    request: Request,
+    _: Clinical,
+    file: Annotated[UploadFile | None, File()] = None,
+    mask: Annotated[UploadFile | None, File()] = None,
+    model: Annotated[str, Form()] = "flair-lesion",
+    version: Annotated[str | None, Form()] = None,
+    series: Annotated[str | None, Form()] = None,
+    min_lesion_ml: Annotated[float, Form()] = DEFAULT_MIN_LESION_ML,
+    connectivity: Annotated[int, Form()] = 26,
+) -> dict:
+    """Lesion count, total and per-lesion volume (mL), centroid and box, largest first."""
+    app = state(request)
+    started = time.perf_counter()
+    connectivity, min_lesion_ml = check_lesion_options(connectivity, min_lesion_ml)
+    volume, labels, chosen, backend, timings = _labels_from_upload(
+        app, file, mask, model, version, series, LESION_LABELS, three_d=True
+    )
+    measuring = time.perf_counter()
+    report = lesion_statistics(
+        labels == 1,
+        volume.native_affine,
+        connectivity=connectivity,
+        min_lesion_ml=min_lesion_ml,
+    )
+    timings["lesions"] = round(1000 * (time.perf_counter() - measuring), 1)
+    summary = {
+        **model_summary(chosen, backend),
+        **report.to_json(),
+        "centroid_frame": volume.native_frame.value,
+        "input": input_summary(volume),
+    }
+    writers = mask_writers(volume, labels, chosen)
+    writers["lesions.nii.gz"] = lambda path: save_nifti(volume.with_array(report.instances), path)
+    body = store_result(app.results, "lesion-volume", summary, writers, timings, started)
+    if chosen is not None:
+        observe_stages(chosen, backend, timings)
+    return body
+
+
+@router.get("/v1/results/{result_id}/lesions")
+def result_lesions(request: Request, result_id: str, _: Clinical):
+    """The counted lesions as a NIfTI label map: each voxel holds its lesion's ``id``."""
+    path = state(request).results.file(result_id, "lesions.nii.gz", "lesion map")
+    return FileResponse(path, media_type="application/gzip", filename=f"{result_id}-lesions.nii.gz")

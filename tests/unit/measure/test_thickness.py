@@ -6,8 +6,12 @@ is ``bench/thickness.py`` (``bench/results/thickness.json``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import torch
 
 from sitetune.errors import InvalidInput
 from sitetune.imaging.phantoms.analytic import cylindrical_shell, slab, spherical_shell
@@ -61,3 +65,66 @@ def test_missing_structures_are_clear_errors():
     labels[labels == 2] = 1
     with pytest.raises(InvalidInput, match="no myocardium"):
         wall_thickness(labels, (1, 1, 1))
+
+
+# --- torch backend (device=...): the same systems solved with torch -------------------------
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread (the test machine is shared), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _assert_torch_matches_numpy(device: str) -> None:
+    phantom = spherical_shell(8.0, 12.0, (1.0, 1.0, 1.5), rng=np.random.default_rng(3))
+    labels, spacing = phantom.labels.array, phantom.labels.spacing
+    reference = wall_thickness(labels, spacing)
+    result = wall_thickness(labels, spacing, device=device)
+    assert result.thickness_mm.dtype == np.float32
+    assert np.array_equal(result.thickness_mm > 0, reference.thickness_mm > 0)
+    assert np.abs(result.thickness_mm - reference.thickness_mm).max() <= 1e-3
+    for key, value in reference.stats.items():
+        assert result.stats[key] == pytest.approx(value, abs=1e-3)
+    assert result.method["backend"] == "torch"
+    assert result.method["device"].startswith(device)
+    assert f"torch {result.method['device']}" in result.method["laplace_solver"]
+    assert abs(result.method["laplace_iterations"] - reference.method["laplace_iterations"]) <= 2
+    assert all(sweeps >= 1 for sweeps in result.method["path_sweeps"])
+    assert reference.method["backend"] == "scipy"
+
+
+def test_torch_cpu_matches_numpy(one_torch_thread):
+    _assert_torch_matches_numpy("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_torch_cuda_matches_numpy():
+    _assert_torch_matches_numpy("cuda")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "meta"])
+def test_invalid_device_is_a_clear_error(device):
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[3:7, 3:7, 3:7] = 2
+    labels[4:6, 4:6, 4:6] = 1
+    with pytest.raises(ValueError, match="device"):
+        wall_thickness(labels, (1, 1, 1), device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[3:7, 3:7, 3:7] = 2
+    labels[4:6, 4:6, 4:6] = 1
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        wall_thickness(labels, (1, 1, 1), device="cuda")
+
+
+def test_measure_does_not_import_torch():
+    code = "import sys, sitetune.measure.thickness; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
