@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     sw_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="sliding-window overlap")
     sw_batch_size: int = Field(1, ge=1, description="sliding-window batch size")
     workers: int = Field(1, ge=1, description="HTTP worker processes")
+    embedded_worker: bool = Field(
+        True, description="the serve command also runs a fine-tune worker (restarted if it dies)"
+    )
+    job_stale_seconds: float = Field(
+        60.0, gt=0, description="a running job without a heartbeat this long is recovered"
+    )
+    worker_poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks")
     zip_max_total_bytes: int = 8 << 30
     zip_max_members: int = 20_000
     zip_max_ratio: float = 200.0

@@ -1,7 +1,9 @@
 """``sitetune-serve``: first-start bootstrap on the embedded defaults, then ``bentoml serve``.
 
 Bootstrap (once, before any worker starts): state folders, bearer tokens (generated and
-printed when none are configured), built-in models registered as ``production``.
+printed when none are configured), built-in models registered as ``production``. With
+``SITETUNE_EMBEDDED_WORKER`` (the default) it also starts ``sitetune-worker --supervise``,
+the fine-tune worker, which stops when the service stops.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 
 from sitetune.service.state import bootstrap
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, SITETUNE_DATA_DIR=str(settings.data_dir.resolve()))
     overrides = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
     env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.sitetune.workers={workers}"])
+    if settings.embedded_worker:  # its parent becomes the bentoml process (same pid)
+        worker = os.path.join(os.path.dirname(sys.executable), "sitetune-worker")
+        subprocess.Popen([worker, "--supervise"], env=env)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
     os.execve(
         bentoml,

@@ -17,7 +17,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from sitetune import __version__
-from sitetune.service import routes_measure, routes_models
+from sitetune.service import routes_jobs, routes_measure, routes_models
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
 from sitetune.service.metrics import observe_stages
@@ -110,3 +110,4 @@ def result_seg(request: Request, result_id: str, _: Clinical):
 
 api.include_router(routes_measure.router)
 api.include_router(routes_models.router)
+api.include_router(routes_jobs.router)

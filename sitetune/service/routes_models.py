@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
-from sitetune.errors import InputError, InvalidInput
+from sitetune.errors import Conflict, InputError, InvalidInput
 from sitetune.models.card import ModelCard
 from sitetune.models.importing import register_weights
-from sitetune.models.registry import ModelVersion
+from sitetune.models.registry import PRODUCTION, ModelVersion, Registry
 from sitetune.service.deps import Ops, state
 from sitetune.service.metrics import REGISTRY_EVENTS
 from sitetune.service.uploads import saved_upload
@@ -97,9 +97,43 @@ def register_model(
 def promote(
     request: Request, name: str, body: Annotated[PromoteRequest, Body()], actor: Ops
 ) -> dict:
+    """Make a version production, if the promotion gate lets it (``force`` overrides,
+    with the reason recorded in the audit log)."""
     registry = state(request).registry
-    moved = registry.promote(name, body.version, actor=str(actor), reason=body.reason)
+    refusal = promotion_refusal(registry, name, body.version)
+    if refusal and not body.force:
+        raise Conflict(
+            f"{refusal}; send force=true with a reason to promote anyway", code="promotion_refused"
+        )
+    reason = f"{body.reason} (forced past the gate: {refusal})" if refusal else body.reason
+    moved = registry.promote(name, body.version, actor=str(actor), reason=reason)
     return _production_moved(registry, name, "promote", moved)
+
+
+def promotion_refusal(registry: Registry, name: str, version: int) -> str | None:
+    """Why the gate refuses ``version`` as production, or None.
+
+    A fine-tuned version carries its held-out evaluation against the production version
+    of the time: it is refused when it did worse, or when production has changed since
+    (the comparison no longer holds). Versions without such an evaluation (registered by
+    hand) pass: there is nothing to judge them by.
+    """
+    candidate = registry.get(name, version)
+    evaluation = candidate.card.metrics.get("site_evaluation")
+    if not evaluation or not evaluation.get("gate"):
+        return None
+    gate = evaluation["gate"]
+    production = registry.aliases(name).get(PRODUCTION)
+    if production == version:
+        return None
+    if evaluation.get("production_version") != f"{name}:{production}":
+        return (
+            f"version {version} was evaluated against {evaluation.get('production_version')}, "
+            f"but production is now {name}:{production}"
+        )
+    if not gate["passed"]:
+        return f"the gate refused version {version}: {gate['reason']}"
+    return None
 
 
 @router.post("/v1/models/{name}/rollback")

@@ -15,6 +15,7 @@ from sitetune.models.serving import EngineKind, ModelServer, ServingConfig
 from sitetune.results import ResultStore
 from sitetune.service.auth import TokenStore
 from sitetune.settings import Settings
+from sitetune.training.jobs import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class AppState:
     results: ResultStore
     models: ModelServer
     tokens: TokenStore
+    jobs: JobStore
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -49,6 +51,7 @@ class AppState:
             ),
             models=ModelServer(registry, config, artifacts / "engine-cache"),
             tokens=load_tokens(settings),
+            jobs=JobStore(engine, artifacts),
         )
 
 

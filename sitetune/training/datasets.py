@@ -105,13 +105,13 @@ def open_site_dataset(
     """
     extract_zip(archive, destination, limits)
     try:
-        return validate_site_dataset(_dataset_root(destination), card)
+        return validate_site_dataset(dataset_root(destination), card)
     except BaseException:
         shutil.rmtree(destination, ignore_errors=True)
         raise
 
 
-def _dataset_root(folder: Path) -> Path:
+def dataset_root(folder: Path) -> Path:
     """The folder holding ``dataset.json``: the top, or a single folder inside it (zips
     made by compressing the dataset folder itself)."""
     if (folder / "dataset.json").is_file():

@@ -71,6 +71,85 @@ def sample_patch(
     return case.image[(slice(None), *box)], labels
 
 
+class Trainer:
+    """One training run: network, optimiser, schedule and random state, resumable.
+
+    `state_dict` / `load_state_dict` capture everything needed to continue exactly where
+    an epoch ended (the fine-tune worker checkpoints after every epoch).
+    """
+
+    def __init__(
+        self, network: torch.nn.Module, cases: list[TrainingCase], config: TrainConfig
+    ) -> None:
+        from monai.losses import DiceCELoss
+
+        if not cases:
+            raise ValueError("no training cases")
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.network, self.config = network, config
+        self.cases = [_pad_to(c, config.patch_size) for c in cases]
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        self.optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimiser, config.lr_decay)
+        self.history: list[float] = []
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return len(self.history)
+
+    def run_epoch(self, should_stop: Callable[[], bool] | None = None) -> float | None:
+        """Train one epoch; its mean loss, or None when ``should_stop()`` said stop."""
+        config, rng = self.config, self.rng
+        losses = []
+        self.network.train()
+        try:
+            for _ in range(config.iterations_per_epoch):
+                if should_stop is not None and should_stop():
+                    return None
+                batch = [
+                    sample_patch(
+                        self.cases[rng.integers(len(self.cases))],
+                        config.patch_size,
+                        rng,
+                        rng.uniform() < config.foreground_fraction,
+                    )
+                    for _ in range(config.batch_size)
+                ]
+                images = torch.stack([b[0] for b in batch])
+                labels = torch.stack([b[1] for b in batch])
+                self.optimiser.zero_grad(set_to_none=True)
+                loss = self.loss_fn(self.network(images), labels)
+                loss.backward()
+                self.optimiser.step()
+                losses.append(loss.item())
+        finally:
+            self.network.eval()
+        self.schedule.step()
+        self.history.append(float(np.mean(losses)))
+        return self.history[-1]
+
+    def state_dict(self) -> dict:
+        return {
+            "network": self.network.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "history": list(self.history),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.history = list(state["history"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+
 def train(
     network: torch.nn.Module,
     cases: list[TrainingCase],
@@ -84,43 +163,12 @@ def train(
     ``on_epoch(epoch, loss, seconds)`` is called after each epoch; ``should_stop()`` is
     polled between iterations so a cancelled job stops within one iteration.
     """
-    from monai.losses import DiceCELoss
-
-    if not cases:
-        raise ValueError("no training cases")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    cases = [_pad_to(c, config.patch_size) for c in cases]
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=config.lr_decay)
-    history = []
-    network.train()
-    for epoch in range(config.epochs):
-        started, losses = time.perf_counter(), []
-        for _ in range(config.iterations_per_epoch):
-            if should_stop is not None and should_stop():
-                network.eval()
-                return history
-            batch = [
-                sample_patch(
-                    cases[rng.integers(len(cases))],
-                    config.patch_size,
-                    rng,
-                    rng.uniform() < config.foreground_fraction,
-                )
-                for _ in range(config.batch_size)
-            ]
-            images = torch.stack([b[0] for b in batch])
-            labels = torch.stack([b[1] for b in batch])
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(network(images), labels)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
-        schedule.step()
-        history.append(float(np.mean(losses)))
+    trainer = Trainer(network, cases, config)
+    while trainer.epoch < config.epochs:
+        started = time.perf_counter()
+        loss = trainer.run_epoch(should_stop)
+        if loss is None:
+            break
         if on_epoch is not None:
-            on_epoch(epoch + 1, history[-1], time.perf_counter() - started)
-    network.eval()
-    return history
+            on_epoch(trainer.epoch, loss, time.perf_counter() - started)
+    return trainer.history

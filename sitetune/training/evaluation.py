@@ -1,0 +1,130 @@
+"""Production against candidate on the same held-out site cases, and the promotion gate.
+
+Every held-out case is segmented by each network, frame by labelled frame, exactly as the
+service segments (`segment_frame`, on the case's own grid). Reported per network:
+
+- Dice per label (mean over frames) and their mean, the gate's score;
+- ``lv-ct``: thickness agreement with the reference masks (Pearson r, bias and mean
+  absolute difference of median, p95 and max at ED and ES: `thickness_agreement`), and the
+  mean absolute blood-pool and myocardium volume errors in mL;
+- ``flair-lesion``: the WMH challenge metrics (`wmh_metrics`, averaged over the cases where
+  defined) and the mean absolute total-volume error in mL.
+
+The gate passes when the candidate's mean Dice is at least production's minus the margin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from sitetune.errors import InvalidInput
+from sitetune.imaging.load import load_volume
+from sitetune.measure.metrics import dice_per_label, mean_metrics, wmh_metrics
+from sitetune.measure.ventricle import LV_LABELS, measure_ventricle, thickness_agreement
+from sitetune.models.card import ModelCard
+from sitetune.models.engines import TorchEngine
+from sitetune.models.inference import InferenceSettings, segment_frame
+from sitetune.training.datasets import SiteCase
+
+logger = logging.getLogger(__name__)
+
+
+def _is_lv(card: ModelCard) -> bool:
+    return set(card.label_names) == set(LV_LABELS)
+
+
+def _is_lesion(card: ModelCard) -> bool:
+    return list(card.label_names.values()) == ["lesion"]
+
+
+def evaluate_networks(
+    cases: list[SiteCase],
+    card: ModelCard,
+    networks: dict[str, torch.nn.Module],
+    *,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, dict]:
+    """Metrics of each named network on the same ``cases`` (see the module docstring)."""
+    engines = {name: TorchEngine(net, device) for name, net in networks.items()}
+    settings = InferenceSettings()
+    dice: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
+    volume_errors: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
+    reports: dict[str, list] = {name: [] for name in networks}
+    references: list = []
+    lesion_rows: dict[str, list[dict]] = {name: [] for name in networks}
+    for case in cases:
+        image, labels = load_volume(case.image), load_volume(case.label)
+        voxel_ml = labels.voxel_volume_ml
+        predicted = {name: np.zeros(labels.array.shape, np.uint8) for name in networks}
+        for t in case.labelled_phases:
+            if should_stop is not None and should_stop():
+                raise InterruptedError("evaluation stopped")
+            reference = labels.phase(t).array.astype(np.uint8)
+            for name, engine in engines.items():
+                frame = segment_frame(
+                    image.phase(t).array, image.affine, card, engine, settings, {}
+                )
+                if labels.array.ndim == 4:
+                    predicted[name][..., t] = frame
+                else:
+                    predicted[name] = frame
+                for label, value in dice_per_label(frame, reference, card.label_names).items():
+                    dice[name].setdefault(label, []).append(value)
+                for value, label in card.label_names.items():
+                    error = abs(int((frame == value).sum()) - int((reference == value).sum()))
+                    volume_errors[name].setdefault(label, []).append(error * voxel_ml)
+                if _is_lesion(card):
+                    lesion_rows[name].append(wmh_metrics(frame == 1, reference == 1, labels.affine))
+        if _is_lv(card):
+            try:
+                reference_report = measure_ventricle(labels.array, labels.affine, image.phases)
+                case_reports = {
+                    name: measure_ventricle(predicted[name], labels.affine, image.phases)
+                    for name in networks
+                }
+            except InvalidInput as exc:  # e.g. a network found no myocardium
+                logger.info("case %s left out of the thickness agreement: %s", case.name, exc)
+                continue
+            references.append(reference_report)
+            for name in networks:
+                reports[name].append(case_reports[name])
+    out = {}
+    for name in networks:
+        per_label = {label: round(float(np.mean(v)), 4) for label, v in dice[name].items()}
+        entry: dict = {
+            "dice": per_label,
+            "mean_dice": round(float(np.mean(list(per_label.values()))), 4),
+            "volume_abs_error_ml": {
+                label: round(float(np.mean(v)), 3) for label, v in volume_errors[name].items()
+            },
+        }
+        if _is_lv(card) and references:
+            entry["thickness_agreement"] = thickness_agreement(reports[name], references)
+        if _is_lesion(card) and lesion_rows[name]:
+            entry["wmh"] = {
+                key: {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
+                for key, stats in mean_metrics(lesion_rows[name]).items()
+            }
+        out[name] = entry
+    return out
+
+
+def promotion_gate(candidate: dict, production: dict, margin: float) -> dict:
+    """Whether the candidate may replace production: mean Dice at least production's
+    minus ``margin`` on the held-out cases."""
+    passed = candidate["mean_dice"] >= production["mean_dice"] - margin
+    relation = "at least" if passed else "below"
+    return {
+        "metric": "mean_dice",
+        "candidate": candidate["mean_dice"],
+        "production": production["mean_dice"],
+        "margin": margin,
+        "passed": passed,
+        "reason": f"candidate mean Dice {candidate['mean_dice']:.4f} is {relation} production's "
+        f"{production['mean_dice']:.4f} - margin {margin}",
+    }

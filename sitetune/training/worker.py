@@ -1,0 +1,369 @@
+"""The fine-tune worker: a process apart from the HTTP workers that runs queued jobs.
+
+    sitetune-worker               # run jobs until stopped (several may share one database)
+    sitetune-worker --supervise   # ... and restart the worker if it dies (what the serve
+                                  # command starts on the embedded defaults)
+
+A job: load the base version, validate the dataset again, split it, apply the strategy,
+train with a checkpoint after every epoch (a restarted job resumes from it), evaluate
+production and the candidate on the held-out cases, register the candidate (alias
+``candidate``, lineage and evaluation in its card) and, with ``auto_promote``, promote it
+when the gate passes. A heartbeat thread keeps the row alive and watches for a cancel
+request; cancelling stops training within one iteration and registers nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from sitetune.db import make_engine
+from sitetune.errors import SitetuneError
+from sitetune.models.importing import load_torch_network, register_weights
+from sitetune.models.registry import CANDIDATE, Registry
+from sitetune.settings import Settings
+from sitetune.training.datasets import dataset_root, validate_site_dataset
+from sitetune.training.evaluation import evaluate_networks, promotion_gate
+from sitetune.training.finetune import (
+    FineTuneConfig,
+    apply_strategy,
+    split_cases,
+    training_cases,
+)
+from sitetune.training.jobs import Job, JobState, JobStore, worker_identity
+from sitetune.training.loop import Trainer
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+
+
+class Cancelled(Exception):
+    """The job was cancelled while it ran."""
+
+
+def torch_device() -> str:
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for one job every few seconds, publishes progress, notices cancellation."""
+
+    def __init__(self, store: JobStore, job_id: str, worker: str) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
+        self.store, self.job_id, self.worker = store, job_id, worker
+        self.cancelled = threading.Event()
+        self.done = threading.Event()
+        self.progress: dict | None = None
+
+    def beat(self) -> None:
+        if self.store.heartbeat(self.job_id, self.worker, self.progress):
+            self.cancelled.set()
+
+    def run(self) -> None:
+        while not self.done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.beat()
+            except Exception:  # a database hiccup must not kill the job
+                logger.exception("heartbeat failed")
+
+
+class JobRunner:
+    """Runs one claimed job to a terminal state."""
+
+    def __init__(self, settings: Settings, store: JobStore, registry: Registry, worker: str):
+        self.settings, self.store, self.registry, self.worker = settings, store, registry, worker
+        self.device = torch_device()
+
+    def run(self, job: Job) -> Job:
+        folder = self.store.folder(job.id)
+        handler = logging.FileHandler(self.store.log_path(job.id))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        job_logger = logging.getLogger("sitetune.job")
+        job_logger.addHandler(handler)
+        job_logger.setLevel(logging.INFO)
+        heartbeat = _Heartbeat(self.store, job.id, self.worker)
+        heartbeat.start()
+        try:
+            result = self._run(job, folder, heartbeat, job_logger)
+            state, error = JobState.SUCCEEDED, None
+        except Cancelled:
+            job_logger.info("cancelled; nothing registered")
+            result, state, error = None, JobState.CANCELLED, None
+        except SitetuneError as exc:
+            job_logger.error("failed: %s", exc.message)
+            result, state, error = None, JobState.FAILED, exc.message
+        except Exception as exc:
+            job_logger.error("failed:\n%s", traceback.format_exc())
+            result, state, error = None, JobState.FAILED, f"{type(exc).__name__}: {exc}"
+        finally:
+            heartbeat.done.set()
+            heartbeat.join()
+            job_logger.removeHandler(handler)
+            handler.close()
+        return self.store.finish(job.id, self.worker, state, result=result, error=error)
+
+    def _run(self, job: Job, folder: Path, heartbeat: _Heartbeat, log: logging.Logger) -> dict:
+        config = FineTuneConfig.model_validate(job.config)
+        base = self.registry.resolve(job.base)
+        card = base.card
+        log.info(
+            "job %s (attempt %d) on %s: base %s, %s",
+            job.id,
+            job.attempts,
+            self.device,
+            base.ref,
+            json.dumps(config.model_dump(mode="json")),
+        )
+        network = load_torch_network(base)
+        if network is None or isinstance(network, torch.jit.ScriptModule):
+            raise SitetuneError(
+                f"base {base.ref} has no torch state dict to fine-tune (ONNX or TorchScript only)"
+            )
+        dataset = validate_site_dataset(dataset_root(folder / "dataset"), card)
+        train_cases, held_out = split_cases(dataset, config)
+        log.info(
+            "training cases %s; held out %s",
+            [c.name for c in train_cases],
+            [c.name for c in held_out],
+        )
+        strategy = apply_strategy(network, config.strategy, config.seed)
+        log.info(
+            "strategy %s: %d of %d parameters trainable",
+            strategy["strategy"],
+            strategy["trainable_parameters"],
+            strategy["parameters"],
+        )
+        network.to(self.device)
+        trainer = Trainer(network, training_cases(train_cases, card), config.train_config(card))
+        checkpoint = folder / "checkpoint.pt"
+        if checkpoint.is_file():
+            trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
+            log.info("resumed from the checkpoint after epoch %d", trainer.epoch)
+
+        def should_stop() -> bool:
+            return heartbeat.cancelled.is_set()
+
+        epoch_seconds: list[float] = []
+        while trainer.epoch < config.epochs:
+            started = time.perf_counter()
+            loss = trainer.run_epoch(should_stop)
+            if loss is None:
+                raise Cancelled
+            epoch_seconds.append(time.perf_counter() - started)
+            partial = checkpoint.with_suffix(".partial")
+            torch.save(trainer.state_dict(), partial)
+            partial.replace(checkpoint)
+            remaining = config.epochs - trainer.epoch
+            heartbeat.progress = {
+                "epoch": trainer.epoch,
+                "epochs": config.epochs,
+                "train_loss": round(loss, 5),
+                "losses": [round(v, 5) for v in trainer.history],
+                "eta_s": round(remaining * sum(epoch_seconds) / len(epoch_seconds), 1),
+                "stage": "training",
+            }
+            heartbeat.beat()
+            log.info(
+                "epoch %d/%d loss %.4f (%.1f s)",
+                trainer.epoch,
+                config.epochs,
+                loss,
+                epoch_seconds[-1],
+            )
+
+        heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
+        heartbeat.beat()
+        production = self.registry.resolve(f"{card.name}:production")
+        production_network = load_torch_network(production)
+        networks = {"candidate": network.eval()}
+        if production_network is not None:
+            networks["production"] = production_network
+        metrics = evaluate_networks(
+            held_out, card, networks, device=self.device, should_stop=should_stop
+        )
+        evaluation = {
+            "held_out_cases": [c.name for c in held_out],
+            "training_cases": [c.name for c in train_cases],
+            "production_version": production.ref,
+            "candidate": metrics["candidate"],
+            "production": metrics.get("production"),
+        }
+        if "production" in metrics:
+            evaluation["gate"] = promotion_gate(
+                metrics["candidate"], metrics["production"], config.promote_margin
+            )
+        log.info("evaluation: %s", json.dumps(evaluation))
+        heartbeat.progress = {**heartbeat.progress, "val": metrics["candidate"]["dice"]}
+        if heartbeat.cancelled.is_set():
+            raise Cancelled
+        version = self._register(
+            job,
+            card,
+            base.ref,
+            dataset.fingerprint,
+            config,
+            strategy,
+            trainer.history,
+            evaluation,
+            network,
+            folder,
+        )
+        log.info("registered %s (alias %s)", version.ref, CANDIDATE)
+        promoted, promotion = (
+            False,
+            "auto_promote is off; promote with POST /v1/models/{name}/promote",
+        )
+        if config.auto_promote:
+            gate = evaluation.get("gate")
+            if gate is None:
+                promotion = "no production version with torch weights to compare with"
+            elif gate["passed"]:
+                self.registry.promote(
+                    card.name,
+                    version.version,
+                    actor=f"job:{job.id}",
+                    reason=f"auto-promoted by job {job.id}: {gate['reason']}",
+                )
+                promoted, promotion = True, gate["reason"]
+                log.info("promoted %s to production", version.ref)
+            else:
+                promotion = f"not promoted: {gate['reason']}"
+                log.info(promotion)
+        return {
+            "version": version.version,
+            "ref": version.ref,
+            "evaluation": evaluation,
+            "promoted": promoted,
+            "promotion": promotion,
+        }
+
+    def _register(
+        self, job, card, parent, fingerprint, config, strategy, history, evaluation, network, folder
+    ):
+        provenance = card.provenance.model_copy(
+            update={
+                "parent": parent,
+                "dataset_fingerprint": fingerprint,
+                "training": {
+                    **config.model_dump(mode="json"),
+                    **strategy,
+                    "job_id": job.id,
+                    "losses": [round(v, 5) for v in history],
+                    "device": self.device,
+                },
+                "created_by": f"job:{job.id}",
+            }
+        )
+        candidate = card.model_copy(
+            update={
+                "version": None,
+                "provenance": provenance,
+                "metrics": {"site_evaluation": evaluation},
+                "export": {},
+            }
+        )
+        weights = folder / "candidate-weights.pt"
+        torch.save({k: v.cpu() for k, v in network.state_dict().items()}, weights)
+        return register_weights(
+            self.registry,
+            candidate,
+            weights,
+            actor=f"job:{job.id}",
+            reason=f"fine-tuned by job {job.id} from {parent}",
+            aliases=(CANDIDATE,),
+        )
+
+
+class Worker:
+    """Claims and runs jobs until told to stop; recovers jobs of dead workers."""
+
+    def __init__(self, settings: Settings) -> None:
+        engine = make_engine(settings.resolved_database_url)
+        artifacts = settings.resolved_artifact_dir
+        self.store = JobStore(engine, artifacts)
+        self.registry = Registry(engine, artifacts)
+        self.identity = worker_identity()
+        self.device = f"{self.identity.rpartition(':')[0]}/{torch_device()}"
+        self.runner = JobRunner(settings, self.store, self.registry, self.identity)
+        self.stale_after = datetime.timedelta(seconds=settings.job_stale_seconds)
+        self.poll_seconds = settings.worker_poll_seconds
+        self.stopping = threading.Event()
+
+    def run_once(self) -> Job | None:
+        """Recover stale jobs, then run the next queued one (if any)."""
+        for job in self.store.recover(self.stale_after):
+            logger.info("recovered job %s: now %s", job.id, job.state)
+        job = self.store.claim(self.identity, self.device)
+        if job is None:
+            return None
+        logger.info("running job %s", job.id)
+        return self.runner.run(job)
+
+    def serve_forever(self) -> None:
+        while not self.stopping.is_set():
+            if self.run_once() is None:
+                self.stopping.wait(self.poll_seconds)
+
+
+def _supervise(argv: list[str]) -> int:
+    """Run a worker child and start a new one whenever it dies; stop with the parent."""
+    parent = os.getppid()
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(*_args) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    command = [sys.executable, "-m", "sitetune.training.worker", *argv]
+    while not stopping:
+        child = subprocess.Popen(command)
+        while child.poll() is None:
+            if os.getppid() != parent:  # the service is gone: stop with it
+                stop()
+            time.sleep(0.5)
+        if not stopping:
+            logger.warning("worker exited with %s; starting a new one", child.returncode)
+            time.sleep(1.0)
+    if child is not None:
+        child.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sitetune-worker", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--supervise", action="store_true", help="restart the worker whenever it dies"
+    )
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.supervise:
+        return _supervise(rest)
+    settings = Settings()
+    settings.prepare()
+    worker = Worker(settings)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    logger.info("sitetune worker %s on %s", worker.identity, worker.device)
+    worker.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
