@@ -129,6 +129,8 @@ class Job:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "attempts": self.attempts,
+            "worker": self.worker,
+            "device": self.device,
             "cancel_requested": self.cancel_requested,
             "error": self.error,
             "result": self.result,

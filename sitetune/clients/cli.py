@@ -1,0 +1,291 @@
+"""``sitetune``: the command line of the sitetune service (fine-tune jobs and models).
+
+It parses arguments, calls `SitetuneClient` and prints what `render` makes of the answer
+(``--json``: the answer itself). Exit codes: 0 done; 1 the followed job failed or was
+cancelled; 2 the service refused the request (HTTP 4xx) or bad arguments; 3 the service
+could not be reached; 4 the service failed (HTTP 5xx or an unreadable answer);
+130 interrupted.
+
+    sitetune jobs submit site.zip --base lv-ct:production --epochs 20 --wait
+    sitetune models promote lv-ct 4 --reason "site B fine-tune, Dice 0.89"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sitetune.clients import render
+from sitetune.clients.client import (
+    SitetuneClient,
+    SitetuneClientError,
+    SitetuneConnectionError,
+)
+
+STRATEGIES = ("all", "decoder", "head", "scratch")
+
+
+class ClientSettings(BaseSettings):
+    """Defaults of ``--url`` and ``--token``: ``SITETUNE_URL``, ``SITETUNE_TOKEN``."""
+
+    model_config = SettingsConfigDict(env_prefix="SITETUNE_", extra="ignore")
+
+    url: str = "http://127.0.0.1:3000"
+    token: str | None = None
+
+
+# -- commands: each calls the client and prints; returns the exit code -----------------
+
+
+def _emit(args: argparse.Namespace, answer: Any, text: str) -> None:
+    print(json.dumps(answer, indent=2) if args.json else text)
+
+
+def _jobs_submit(client: SitetuneClient, args: argparse.Namespace) -> int:
+    job = client.submit_job(
+        args.dataset,
+        args.base,
+        strategy=args.strategy,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        val_fraction=args.val_fraction,
+        val_cases=args.val_cases,
+        seed=args.seed,
+        auto_promote=args.auto_promote,
+        promote_margin=args.promote_margin,
+        iterations_per_epoch=args.iterations_per_epoch,
+    )
+    if args.wait:
+        if not args.json:
+            print(f"submitted job {job['job_id']} ({job.get('state')})")
+        return _follow_job(client, job["job_id"], args)
+    _emit(args, job, f"submitted job {job['job_id']} ({job.get('state')})")
+    return 0
+
+
+def _jobs_list(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.jobs()
+    _emit(args, answer, render.job_table(answer.get("jobs") or []))
+    return 0
+
+
+def _jobs_status(client: SitetuneClient, args: argparse.Namespace) -> int:
+    if args.follow:
+        return _follow_job(client, args.job, args)
+    job = client.job(args.job)
+    _emit(args, job, render.job_summary(job))
+    return 0
+
+
+def _jobs_cancel(client: SitetuneClient, args: argparse.Namespace) -> int:
+    job = client.cancel_job(args.job)
+    _emit(args, job, f"job {job.get('job_id', args.job)}: {job.get('state')}")
+    return 0
+
+
+def _jobs_logs(client: SitetuneClient, args: argparse.Namespace) -> int:
+    if args.follow:
+        for text in client.follow_logs(args.job, args.offset, args.interval):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return 0
+    chunk = client.job_logs(args.job, args.offset)
+    if args.json:
+        print(json.dumps({"job_id": args.job, "text": chunk.text, "offset": chunk.offset}))
+    else:
+        sys.stdout.write(chunk.text)
+    return 0
+
+
+def _follow_job(client: SitetuneClient, job_id: str, args: argparse.Namespace) -> int:
+    """Poll the job, draw its progress on stderr, print the summary; 0 only if it succeeded."""
+    stream = sys.stderr
+    live = stream.isatty()
+    columns = shutil.get_terminal_size().columns - 1
+    job: dict = {}
+    last: tuple | None = None
+    try:
+        for job in client.watch_job(job_id, args.interval):
+            if live:
+                stream.write("\r" + render.progress_line(job)[:columns] + "\x1b[K")
+                stream.flush()
+                continue
+            progress = job.get("progress") or {}
+            key = (job.get("state"), progress.get("epoch"))
+            if key != last:
+                print(render.progress_line(job, bar=False), file=stream, flush=True)
+                last = key
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following job {job_id}; it goes on (`sitetune jobs cancel {job_id}`"
+            " stops it)",
+            file=stream,
+        )
+        return 130
+    finally:
+        if live and job:
+            stream.write("\n")
+    _emit(args, job, render.job_summary(job))
+    return 0 if job.get("state") == "succeeded" else 1
+
+
+def _models_list(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.models()
+    _emit(args, answer, render.models_table(answer))
+    return 0
+
+
+def _models_show(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.model(args.name)
+    _emit(args, answer, render.model_details(answer))
+    return 0
+
+
+def _models_promote(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.promote(args.name, args.version, args.reason, force=args.force)
+    _emit(args, answer, render.alias_moved(answer))
+    return 0
+
+
+def _models_rollback(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.rollback(args.name, args.reason)
+    _emit(args, answer, render.alias_moved(answer))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """``--url``, ``--token``, ``--json``: before the command, or (suppressed) after it."""
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument(
+        "--url", help="service URL (default: $SITETUNE_URL or http://127.0.0.1:3000)", **default
+    )
+    parser.add_argument("--token", help="bearer token (default: $SITETUNE_TOKEN)", **default)
+    parser.add_argument(
+        "--json", action="store_true", help="print the service's JSON answer", **default
+    )
+
+
+def _command(
+    group: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[SitetuneClient, argparse.Namespace], int],
+    summary: str,
+) -> argparse.ArgumentParser:
+    parser = group.add_parser(name, help=summary, description=summary)
+    _global_options(parser, suppress=True)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval", type=_positive, default=1.0, help="seconds between polls (default 1)"
+    )
+
+
+def _jobs_parser(commands: argparse._SubParsersAction) -> None:
+    jobs = commands.add_parser("jobs", help="fine-tune jobs").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    submit = _command(jobs, "submit", _jobs_submit, "upload a site dataset and start a job")
+    submit.add_argument("dataset", help="zip in Medical Segmentation Decathlon layout")
+    submit.add_argument("--base", required=True, help="name, name:alias or name:version")
+    submit.add_argument("--strategy", choices=STRATEGIES, help="layers to train (default all)")
+    submit.add_argument("--epochs", type=int)
+    submit.add_argument("--learning-rate", type=float)
+    held_out = submit.add_mutually_exclusive_group()
+    held_out.add_argument("--val-fraction", type=float, help="share of cases held out")
+    held_out.add_argument("--val-cases", help="comma-separated case names held out")
+    submit.add_argument("--seed", type=int)
+    submit.add_argument(
+        "--auto-promote",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="promote the result if it beats production",
+    )
+    submit.add_argument("--promote-margin", type=float, help="how much better it must be")
+    submit.add_argument("--iterations-per-epoch", type=int)
+    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    _interval(submit)
+
+    _command(jobs, "list", _jobs_list, "list jobs")
+    status = _command(jobs, "status", _jobs_status, "show a job")
+    status.add_argument("job")
+    status.add_argument("--follow", action="store_true", help="poll until the job ends")
+    _interval(status)
+    _command(jobs, "cancel", _jobs_cancel, "cancel a job").add_argument("job")
+    logs = _command(jobs, "logs", _jobs_logs, "print a job's log")
+    logs.add_argument("job")
+    logs.add_argument("--offset", type=int, default=0, help="start at this byte offset")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    _interval(logs)
+
+
+def _models_parser(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="model registry").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    _command(models, "list", _models_list, "list models and their aliases")
+    _command(models, "show", _models_show, "show a model's versions").add_argument("name")
+    promote = _command(models, "promote", _models_promote, "move production to a version")
+    promote.add_argument("name")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", required=True, help="recorded in the audit log")
+    promote.add_argument("--force", action="store_true", help="override the evaluation gate")
+    rollback = _command(models, "rollback", _models_rollback, "move production back")
+    rollback.add_argument("name")
+    rollback.add_argument("--reason", required=True, help="recorded in the audit log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitetune", description="Command line of the sitetune service."
+    )
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _jobs_parser(commands)
+    _models_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    settings = ClientSettings()
+    url = args.url or settings.url
+    token = args.token if args.token is not None else settings.token
+    try:
+        with SitetuneClient(url, token) as client:
+            return args.handler(client, args)
+    except SitetuneConnectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except SitetuneClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if exc.status is not None and 400 <= exc.status < 500 else 4
+    except (OSError, ValueError) as exc:  # unreadable dataset file, contradictory options
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""A synchronous Python client of the sitetune HTTP API (``../shared/API.md``).
+
+Every method returns the parsed JSON answer. A non-2xx answer raises
+`SitetuneClientError` built from the body ``{"error": {"code", "message", "details"?}}``;
+a server that cannot be reached raises `SitetuneConnectionError`.
+
+>>> with SitetuneClient("http://127.0.0.1:3000", token) as client:  # doctest: +SKIP
+...     job = client.submit_job("site.zip", base="lv-ct:production", epochs=20)
+...     for job in client.watch_job(job["job_id"]):
+...         print(job["state"], job["progress"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+#: Job states after which a job never changes again.
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class SitetuneClientError(Exception):
+    """An error answer of the service (``status`` is its HTTP status)."""
+
+    def __init__(self, status: int | None, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+    @property
+    def problems(self) -> list[dict]:
+        """The per-case problems of a rejected dataset (``details["problems"]``), if any."""
+        problems = self.details.get("problems") if isinstance(self.details, dict) else None
+        return [p for p in problems or [] if isinstance(p, dict)]
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        for problem in self.problems:
+            case = f"{problem['case']}: " if problem.get("case") else ""
+            code = f" [{problem['code']}]" if problem.get("code") else ""
+            lines.append(f"  {case}{problem.get('message', '')}{code}")
+        return "\n".join(lines)
+
+
+class SitetuneConnectionError(SitetuneClientError):
+    """The service could not be reached (refused, DNS, timeout); ``status`` is None."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "connection_error", message)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Log text from a byte offset, and the offset to ask for next."""
+
+    text: str
+    offset: int
+
+
+class SitetuneClient:
+    """Client of one sitetune service; ``token`` is sent as ``Authorization: Bearer``."""
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 300) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SitetuneClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- inference ---------------------------------------------------------------------
+
+    def segment(self, path: str | Path, model: str | None = None, version: int | None = None):
+        """``POST /v1/segment`` with a NIfTI file or a DICOM zip."""
+        path = Path(path)
+        fields = _form(model=model, version=version)
+        with path.open("rb") as stream:
+            files = {"file": (path.name, stream, "application/octet-stream")}
+            return self._json("POST", "/v1/segment", data=fields, files=files)
+
+    # -- models ------------------------------------------------------------------------
+
+    def models(self) -> dict:
+        """``GET /v1/models``: ``{"models": [{name, aliases, versions}]}``."""
+        return self._json("GET", "/v1/models")
+
+    def model(self, name: str) -> dict:
+        """``GET /v1/models/{name}``: aliases and every version with its card."""
+        return self._json("GET", f"/v1/models/{_seg(name)}")
+
+    def promote(self, name: str, version: int, reason: str, force: bool = False) -> dict:
+        """Move ``production`` to ``version`` (``409`` when the gate refuses, unless forced)."""
+        body = {"version": version, "reason": reason, "force": force}
+        return self._json("POST", f"/v1/models/{_seg(name)}/promote", json=body)
+
+    def rollback(self, name: str, reason: str) -> dict:
+        """Move ``production`` back to the version before the last promotion."""
+        return self._json("POST", f"/v1/models/{_seg(name)}/rollback", json={"reason": reason})
+
+    def audit(self, model: str | None = None) -> dict:
+        """``GET /v1/audit``: ``{"entries": [...]}``, optionally for one model."""
+        params = {"model": model} if model else None
+        return self._json("GET", "/v1/audit", params=params)
+
+    # -- fine-tuning jobs --------------------------------------------------------------
+
+    def submit_job(
+        self,
+        dataset: str | Path,
+        base: str,
+        *,
+        strategy: str | None = None,
+        epochs: int | None = None,
+        learning_rate: float | None = None,
+        val_fraction: float | None = None,
+        val_cases: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        auto_promote: bool | None = None,
+        promote_margin: float | None = None,
+        iterations_per_epoch: int | None = None,
+    ) -> dict:
+        """``POST /v1/jobs`` with a site dataset zip; only the fields given are sent.
+
+        ``base`` is ``name``, ``name:alias`` or ``name:version``; ``val_cases`` is a list of
+        case names or a comma-separated string. Answers the queued job (``202``).
+        """
+        if val_fraction is not None and val_cases is not None:
+            raise ValueError("give val_fraction or val_cases, not both")
+        if val_cases is not None and not isinstance(val_cases, str):
+            val_cases = ",".join(val_cases)
+        fields = _form(
+            base=base,
+            strategy=strategy,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            val_fraction=val_fraction,
+            val_cases=val_cases,
+            seed=seed,
+            auto_promote=auto_promote,
+            promote_margin=promote_margin,
+            iterations_per_epoch=iterations_per_epoch,
+        )
+        path = Path(dataset)
+        with path.open("rb") as stream:
+            files = {"dataset": (path.name, stream, "application/zip")}
+            return self._json("POST", "/v1/jobs", data=fields, files=files)
+
+    def jobs(self) -> dict:
+        """``GET /v1/jobs``: ``{"jobs": [job, ...]}``."""
+        return self._json("GET", "/v1/jobs")
+
+    def job(self, job_id: str) -> dict:
+        """``GET /v1/jobs/{job_id}``: state, progress, result."""
+        return self._json("GET", f"/v1/jobs/{_seg(job_id)}")
+
+    def cancel_job(self, job_id: str) -> dict:
+        """``POST /v1/jobs/{job_id}/cancel``: the job (``cancelled`` once stopped)."""
+        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
+
+    def job_logs(self, job_id: str, offset: int = 0) -> LogChunk:
+        """The job's log from byte ``offset``; ``.offset`` is where the next call starts."""
+        response = self._send("GET", f"/v1/jobs/{_seg(job_id)}/logs", params={"offset": offset})
+        header = response.headers.get("X-Log-Offset")
+        next_offset = int(header) if header else offset + len(response.content)
+        return LogChunk(response.content.decode("utf-8", errors="replace"), next_offset)
+
+    def watch_job(self, job_id: str, interval: float = 1.0) -> Iterator[dict]:
+        """Yield the job every ``interval`` seconds until it is in a final state (last)."""
+        while True:
+            job = self.job(job_id)
+            yield job
+            if job.get("state") in FINAL_STATES:
+                return
+            time.sleep(interval)
+
+    def follow_logs(self, job_id: str, offset: int = 0, interval: float = 1.0) -> Iterator[str]:
+        """Yield new log text until the job is final and its log is read to the end."""
+        while True:
+            final = self.job(job_id).get("state") in FINAL_STATES  # before reading: no gap
+            chunk = self.job_logs(job_id, offset)
+            offset = chunk.offset
+            if chunk.text:
+                yield chunk.text
+            if final:
+                return
+            time.sleep(interval)
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict:
+        response = self._send(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise SitetuneClientError(
+                response.status_code,
+                "invalid_response",
+                f"{method} {path} answered {response.status_code} without JSON: "
+                f"{response.text[:200]!r}",
+            ) from exc
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise SitetuneConnectionError(
+                f"cannot reach {self.base_url}: {exc or type(exc).__name__}"
+            ) from exc
+        if response.is_success:
+            return response
+        raise _error_from(response)
+
+
+def _error_from(response: httpx.Response) -> SitetuneClientError:
+    """The `SitetuneClientError` of a non-2xx answer, JSON error body or not."""
+    try:
+        error = response.json()["error"]
+        return SitetuneClientError(
+            response.status_code,
+            str(error.get("code", "http_error")),
+            str(error.get("message", "")) or response.reason_phrase,
+            error.get("details"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = response.text.strip()[:200] or response.reason_phrase
+        return SitetuneClientError(
+            response.status_code, "http_error", f"HTTP {response.status_code}: {text}"
+        )
+
+
+def _seg(value: str) -> str:
+    """``value`` quoted as one URL path segment."""
+    return quote(str(value), safe="")
+
+
+def _form(**fields: Any) -> dict[str, str]:
+    """Multipart form fields: the given ones only, booleans as ``"true"``/``"false"``."""
+    out = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
