@@ -202,7 +202,7 @@ class JobStore:
                     config=json.dumps(config),
                     dataset_fingerprint=fingerprint,
                     created_by=created_by,
-                    created_at=utcnow(),
+                    created_at=datetime.datetime.now(datetime.UTC),  # microseconds: FIFO
                     attempts=0,
                     cancel_requested=False,
                 )

@@ -2,7 +2,9 @@
 
 Patches are drawn from preprocessed cases held in memory (network grid), a fraction
 of them centred on foreground voxels; MONAI's Dice + cross-entropy loss; Adam with
-exponential learning-rate decay per epoch; deterministic given the seed (CPU).
+exponential learning-rate decay per epoch; deterministic given the seed (CPU). On a
+GPU the forward pass runs under bf16 autocast (mixed precision; bf16 needs no loss
+scaling).
 """
 
 from __future__ import annotations
@@ -94,6 +96,14 @@ class Trainer:
         self.optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
         self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimiser, config.lr_decay)
         self.history: list[float] = []
+        self.device = next(network.parameters()).device
+        self.autocast = self.device.type == "cuda"
+
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = images.to(self.device), labels.to(self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.network(images)
+        return self.loss_fn(logits.float(), labels)
 
     @property
     def epoch(self) -> int:
@@ -121,7 +131,7 @@ class Trainer:
                 images = torch.stack([b[0] for b in batch])
                 labels = torch.stack([b[1] for b in batch])
                 self.optimiser.zero_grad(set_to_none=True)
-                loss = self.loss_fn(self.network(images), labels)
+                loss = self._loss(images, labels)
                 loss.backward()
                 self.optimiser.step()
                 losses.append(loss.item())
@@ -130,6 +140,26 @@ class Trainer:
         self.schedule.step()
         self.history.append(float(np.mean(losses)))
         return self.history[-1]
+
+    @torch.no_grad()
+    def validate(self, patches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+        """Loss and Dice per class (hard, over all ``patches`` together) on fixed held-out
+        patches: a cheap per-epoch check, not the final evaluation."""
+        self.network.eval()
+        losses, overlap, total = [], None, None
+        for image, labels in patches:
+            images, labels = image[None].to(self.device), labels[None].to(self.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.network(images).float()
+            losses.append(float(self.loss_fn(logits, labels)))
+            predicted = logits.argmax(1, keepdim=True)
+            classes = torch.arange(1, logits.shape[1], device=self.device).view(1, -1, 1, 1, 1)
+            p, r = predicted == classes, labels == classes
+            counts = ((p & r).sum((0, 2, 3, 4)), (p.sum((0, 2, 3, 4)) + r.sum((0, 2, 3, 4))))
+            overlap = counts[0] if overlap is None else overlap + counts[0]
+            total = counts[1] if total is None else total + counts[1]
+        dice = [float(2 * o / t) if t else 1.0 for o, t in zip(overlap, total, strict=True)]
+        return {"loss": float(np.mean(losses)), "dice": dice}
 
     def state_dict(self) -> dict:
         return {
@@ -148,6 +178,17 @@ class Trainer:
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+
+
+def validation_patches(
+    cases: list[TrainingCase], patch: tuple[int, int, int], seed: int, limit: int = 8
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Up to ``limit`` fixed foreground-centred patches of held-out cases (taking the
+    cases in turn) for `Trainer.validate`."""
+    rng = np.random.default_rng(seed)
+    padded = [_pad_to(case, patch) for case in cases]
+    count = min(limit, 2 * len(padded))
+    return [sample_patch(padded[i % len(padded)], patch, rng, True) for i in range(count)]
 
 
 def train(

@@ -43,7 +43,7 @@ from sitetune.training.finetune import (
     training_cases,
 )
 from sitetune.training.jobs import Job, JobState, JobStore, worker_identity
-from sitetune.training.loop import Trainer
+from sitetune.training.loop import Trainer, validation_patches
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ class JobRunner:
         )
         network.to(self.device)
         trainer = Trainer(network, training_cases(train_cases, card), config.train_config(card))
+        patches = validation_patches(
+            training_cases(held_out, card), tuple(card.patch_size), config.seed
+        )
         checkpoint = folder / "checkpoint.pt"
         if checkpoint.is_file():
             trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
@@ -167,11 +170,20 @@ class JobRunner:
             torch.save(trainer.state_dict(), partial)
             partial.replace(checkpoint)
             remaining = config.epochs - trainer.epoch
+            validation = trainer.validate(patches)
+            val = {
+                "loss": round(validation["loss"], 5),
+                "dice": {
+                    name: round(d, 4)
+                    for name, d in zip(card.label_names.values(), validation["dice"], strict=True)
+                },
+            }
             heartbeat.progress = {
                 "epoch": trainer.epoch,
                 "epochs": config.epochs,
                 "train_loss": round(loss, 5),
                 "losses": [round(v, 5) for v in trainer.history],
+                "val": val,
                 "eta_s": round(remaining * sum(epoch_seconds) / len(epoch_seconds), 1),
                 "stage": "training",
             }
@@ -206,7 +218,11 @@ class JobRunner:
                 metrics["candidate"], metrics["production"], config.promote_margin
             )
         log.info("evaluation: %s", json.dumps(evaluation))
-        heartbeat.progress = {**heartbeat.progress, "val": metrics["candidate"]["dice"]}
+        heartbeat.progress = {
+            **heartbeat.progress,
+            "stage": "registering",
+            "evaluation": {"candidate_dice": metrics["candidate"]["dice"]},
+        }
         if heartbeat.cancelled.is_set():
             raise Cancelled
         version = self._register(

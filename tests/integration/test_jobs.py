@@ -216,3 +216,20 @@ def test_jobs_need_the_ops_role(server, site_zip):
         assert clinical.get("/v1/jobs").status_code == 403
     with server.client() as anonymous:
         assert anonymous.get("/v1/jobs").status_code == 401
+
+
+def test_cli_submits_follows_and_summarises_a_job(server, site_zip, capsys):
+    from sitetune.clients.cli import main
+
+    from .conftest import TOKENS
+
+    common = ["--url", server.base_url, "--token", TOKENS["ops"]]
+    code = main(
+        [*common, "jobs", "submit", str(site_zip), "--base", "lv-ct", "--epochs", "1",
+         "--iterations-per-epoch", "1", "--wait", "--interval", "0.5"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "succeeded" in out and "lv-ct:" in out and "auto-promote was off" in out
+    assert main([*common, "jobs", "list"]) == 0
+    assert "succeeded" in capsys.readouterr().out

@@ -1,0 +1,86 @@
+"""Fine-tune configuration, the held-out split and the strategies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sitetune.errors import InvalidInput
+from sitetune.models.builtin import load_builtin
+from sitetune.training.datasets import SiteCase, SiteDataset
+from sitetune.training.finetune import (
+    FineTuneConfig,
+    Strategy,
+    apply_strategy,
+    split_cases,
+    unet_parts,
+)
+
+
+def _dataset(n: int) -> SiteDataset:
+    cases = [SiteCase(f"c{i}", Path("i"), Path("l"), (0,)) for i in range(n)]
+    return SiteDataset(Path("."), cases, "sha256:x")
+
+
+def test_learning_rate_defaults_by_strategy():
+    assert FineTuneConfig().learning_rate == 1e-4
+    assert FineTuneConfig(strategy="scratch").learning_rate == 1e-3
+    assert FineTuneConfig(strategy="scratch", learning_rate=5e-4).learning_rate == 5e-4
+
+
+def test_split_is_seeded_and_keeps_both_sides():
+    train, held = split_cases(_dataset(10), FineTuneConfig(val_fraction=0.3, seed=1))
+    assert len(held) == 3 and len(train) == 7
+    again = split_cases(_dataset(10), FineTuneConfig(val_fraction=0.3, seed=1))
+    assert [c.name for c in again[1]] == [c.name for c in held]
+    train, held = split_cases(_dataset(2), FineTuneConfig(val_fraction=0.9))
+    assert (len(train), len(held)) == (1, 1)
+
+
+def test_named_held_out_cases():
+    train, held = split_cases(_dataset(4), FineTuneConfig(val_cases=["c3", "c0"]))
+    assert [c.name for c in held] == ["c0", "c3"] and len(train) == 2
+    with pytest.raises(InvalidInput) as raised:
+        split_cases(_dataset(4), FineTuneConfig(val_cases=["c9"]))
+    assert raised.value.code == "unknown_val_cases"
+    with pytest.raises(InvalidInput) as raised:
+        split_cases(_dataset(2), FineTuneConfig(val_cases=["c0", "c1"]))
+    assert raised.value.code == "bad_split"
+
+
+def _trainable(network) -> set[str]:
+    return {n for n, p in network.named_parameters() if p.requires_grad}
+
+
+def test_strategies_freeze_and_reinitialise_the_right_layers():
+    _card, base = load_builtin("flair-lesion")
+    names = {n for n, _ in base.named_parameters()}
+    encoder, decoder = unet_parts(base)
+    assert len(encoder) == len(decoder) + 1  # the bottleneck counts as encoder
+
+    _, network = load_builtin("flair-lesion")
+    summary = apply_strategy(network, Strategy.ALL, 0)
+    assert _trainable(network) == names and summary["trainable_parameters"] == summary["parameters"]
+
+    _, network = load_builtin("flair-lesion")
+    apply_strategy(network, Strategy.DECODER, 0)
+    trainable = _trainable(network)
+    assert "model.0.conv.unit0.conv.weight" not in trainable  # first down block
+    assert "model.2.0.conv.weight" in trainable  # top up block
+    assert not any(".1.submodule.conv" in n for n in trainable)  # the bottleneck
+
+    _, network = load_builtin("flair-lesion")
+    apply_strategy(network, Strategy.HEAD, 0)
+    assert _trainable(network) == {n for n in names if n.startswith("model.2.")}
+    head = dict(network.named_parameters())["model.2.0.conv.weight"]
+    assert not torch.equal(head, dict(base.named_parameters())["model.2.0.conv.weight"])
+
+    _, network = load_builtin("flair-lesion")
+    apply_strategy(network, Strategy.SCRATCH, 0)
+    first = "model.0.conv.unit0.conv.weight"
+    assert not torch.equal(
+        dict(network.named_parameters())[first], dict(base.named_parameters())[first]
+    )
+    assert _trainable(network) == names
