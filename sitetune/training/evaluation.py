@@ -5,7 +5,8 @@ service segments (`segment_frame`, on the case's own grid). Reported per network
 
 - Dice per label (mean over frames) and their mean, the gate's score;
 - ``lv-ct``: thickness agreement with the reference masks (Pearson r, bias and mean
-  absolute difference of median, p95 and max at ED and ES: `thickness_agreement`), and the
+  absolute difference of median, p95 and max at ED and ES: `thickness_agreement`; a case
+  where a network finds no myocardium is counted in ``cases_without_myocardium``), and the
   mean absolute blood-pool and myocardium volume errors in mL;
 - ``flair-lesion``: the WMH challenge metrics (`wmh_metrics`, averaged over the cases where
   defined) and the mean absolute total-volume error in mL.
@@ -54,8 +55,8 @@ def evaluate_networks(
     settings = InferenceSettings()
     dice: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
     volume_errors: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
-    reports: dict[str, list] = {name: [] for name in networks}
-    references: list = []
+    reports: dict[str, list] = {name: [] for name in networks}  # (predicted, reference)
+    unmeasured = dict.fromkeys(networks, 0)
     lesion_rows: dict[str, list[dict]] = {name: [] for name in networks}
     for case in cases:
         image, labels = load_volume(case.image), load_volume(case.label)
@@ -83,16 +84,17 @@ def evaluate_networks(
         if _is_lv(card):
             try:
                 reference_report = measure_ventricle(labels.array, labels.affine, image.phases)
-                case_reports = {
-                    name: measure_ventricle(predicted[name], labels.affine, image.phases)
-                    for name in networks
-                }
-            except InvalidInput as exc:  # e.g. a network found no myocardium
-                logger.info("case %s left out of the thickness agreement: %s", case.name, exc)
+            except InvalidInput as exc:
+                logger.info("case %s has no measurable reference: %s", case.name, exc)
                 continue
-            references.append(reference_report)
             for name in networks:
-                reports[name].append(case_reports[name])
+                try:  # e.g. a network that found no myocardium: left out for that network
+                    report = measure_ventricle(predicted[name], labels.affine, image.phases)
+                except InvalidInput as exc:
+                    logger.info("case %s, %s: no thickness (%s)", case.name, name, exc)
+                    unmeasured[name] += 1
+                    continue
+                reports[name].append((report, reference_report))
     out = {}
     for name in networks:
         per_label = {label: round(float(np.mean(v)), 4) for label, v in dice[name].items()}
@@ -103,8 +105,10 @@ def evaluate_networks(
                 label: round(float(np.mean(v)), 3) for label, v in volume_errors[name].items()
             },
         }
-        if _is_lv(card) and references:
-            entry["thickness_agreement"] = thickness_agreement(reports[name], references)
+        if _is_lv(card) and reports[name]:
+            predicted_reports, reference_reports = zip(*reports[name], strict=True)
+            entry["thickness_agreement"] = thickness_agreement(predicted_reports, reference_reports)
+            entry["thickness_agreement"]["cases_without_myocardium"] = unmeasured[name]
         if _is_lesion(card) and lesion_rows[name]:
             entry["wmh"] = {
                 key: {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}

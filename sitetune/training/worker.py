@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from sitetune.db import make_engine
-from sitetune.errors import SitetuneError
+from sitetune.errors import InvalidInput, SitetuneError
 from sitetune.models.importing import load_torch_network, register_weights
 from sitetune.models.registry import CANDIDATE, Registry
 from sitetune.settings import Settings
@@ -129,7 +129,7 @@ class JobRunner:
         )
         network = load_torch_network(base)
         if network is None or isinstance(network, torch.jit.ScriptModule):
-            raise SitetuneError(
+            raise InvalidInput(
                 f"base {base.ref} has no torch state dict to fine-tune (ONNX or TorchScript only)"
             )
         dataset = validate_site_dataset(dataset_root(folder / "dataset"), card)
@@ -146,6 +146,31 @@ class JobRunner:
             strategy["trainable_parameters"],
             strategy["parameters"],
         )
+        history = self._train(network, card, config, train_cases, held_out, folder, heartbeat, log)
+        heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
+        heartbeat.beat()
+        evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat)
+        log.info("evaluation: %s", json.dumps(evaluation))
+        heartbeat.progress = {**heartbeat.progress, "stage": "registering"}
+        if heartbeat.cancelled.is_set():
+            raise Cancelled
+        version = self._register(
+            job, card, base.ref, dataset.fingerprint, config, strategy, history, evaluation,
+            network, folder,
+        )  # fmt: skip
+        log.info("registered %s (alias %s)", version.ref, CANDIDATE)
+        promoted, promotion = self._auto_promote(job, version, evaluation, config, log)
+        return {
+            "version": version.version,
+            "ref": version.ref,
+            "evaluation": evaluation,
+            "promoted": promoted,
+            "promotion": promotion,
+        }
+
+    def _train(self, network, card, config, train_cases, held_out, folder, heartbeat, log):
+        """Train with a checkpoint after every epoch (resuming from one if present);
+        returns the loss history."""
         network.to(self.device)
         trainer = Trainer(network, training_cases(train_cases, card), config.train_config(card))
         patches = validation_patches(
@@ -153,31 +178,25 @@ class JobRunner:
         )
         checkpoint = folder / "checkpoint.pt"
         if checkpoint.is_file():
-            trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
+            trainer.load_state_dict(torch.load(checkpoint, weights_only=True))
             log.info("resumed from the checkpoint after epoch %d", trainer.epoch)
-
-        def should_stop() -> bool:
-            return heartbeat.cancelled.is_set()
-
         epoch_seconds: list[float] = []
         while trainer.epoch < config.epochs:
             started = time.perf_counter()
-            loss = trainer.run_epoch(should_stop)
+            loss = trainer.run_epoch(heartbeat.cancelled.is_set)
             if loss is None:
                 raise Cancelled
             epoch_seconds.append(time.perf_counter() - started)
             partial = checkpoint.with_suffix(".partial")
             torch.save(trainer.state_dict(), partial)
             partial.replace(checkpoint)
-            remaining = config.epochs - trainer.epoch
             validation = trainer.validate(patches)
+            names = card.label_names.values()
             val = {
                 "loss": round(validation["loss"], 5),
-                "dice": {
-                    name: round(d, 4)
-                    for name, d in zip(card.label_names.values(), validation["dice"], strict=True)
-                },
+                "dice": {n: round(d, 4) for n, d in zip(names, validation["dice"], strict=True)},
             }
+            remaining = config.epochs - trainer.epoch
             heartbeat.progress = {
                 "epoch": trainer.epoch,
                 "epochs": config.epochs,
@@ -189,22 +208,24 @@ class JobRunner:
             }
             heartbeat.beat()
             log.info(
-                "epoch %d/%d loss %.4f (%.1f s)",
+                "epoch %d/%d loss %.4f val %s (%.1f s)",
                 trainer.epoch,
                 config.epochs,
                 loss,
+                json.dumps(val),
                 epoch_seconds[-1],
             )
+        return trainer.history
 
-        heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
-        heartbeat.beat()
+    def _evaluate(self, network, card, config, train_cases, held_out, heartbeat) -> dict:
+        """Candidate and current production on the held-out cases, and the gate."""
         production = self.registry.resolve(f"{card.name}:production")
         production_network = load_torch_network(production)
         networks = {"candidate": network.eval()}
         if production_network is not None:
             networks["production"] = production_network
         metrics = evaluate_networks(
-            held_out, card, networks, device=self.device, should_stop=should_stop
+            held_out, card, networks, device=self.device, should_stop=heartbeat.cancelled.is_set
         )
         evaluation = {
             "held_out_cases": [c.name for c in held_out],
@@ -217,54 +238,26 @@ class JobRunner:
             evaluation["gate"] = promotion_gate(
                 metrics["candidate"], metrics["production"], config.promote_margin
             )
-        log.info("evaluation: %s", json.dumps(evaluation))
-        heartbeat.progress = {
-            **heartbeat.progress,
-            "stage": "registering",
-            "evaluation": {"candidate_dice": metrics["candidate"]["dice"]},
-        }
-        if heartbeat.cancelled.is_set():
-            raise Cancelled
-        version = self._register(
-            job,
-            card,
-            base.ref,
-            dataset.fingerprint,
-            config,
-            strategy,
-            trainer.history,
-            evaluation,
-            network,
-            folder,
+        return evaluation
+
+    def _auto_promote(self, job, version, evaluation, config, log) -> tuple[bool, str]:
+        """Promote ``version`` when asked and the gate passes; (promoted, why)."""
+        if not config.auto_promote:
+            return False, "auto_promote is off; promote with POST /v1/models/{name}/promote"
+        gate = evaluation.get("gate")
+        if gate is None:
+            return False, "no production version with torch weights to compare with"
+        if not gate["passed"]:
+            log.info("not promoted: %s", gate["reason"])
+            return False, f"not promoted: {gate['reason']}"
+        self.registry.promote(
+            version.name,
+            version.version,
+            actor=f"job:{job.id}",
+            reason=f"auto-promoted by job {job.id}: {gate['reason']}",
         )
-        log.info("registered %s (alias %s)", version.ref, CANDIDATE)
-        promoted, promotion = (
-            False,
-            "auto_promote is off; promote with POST /v1/models/{name}/promote",
-        )
-        if config.auto_promote:
-            gate = evaluation.get("gate")
-            if gate is None:
-                promotion = "no production version with torch weights to compare with"
-            elif gate["passed"]:
-                self.registry.promote(
-                    card.name,
-                    version.version,
-                    actor=f"job:{job.id}",
-                    reason=f"auto-promoted by job {job.id}: {gate['reason']}",
-                )
-                promoted, promotion = True, gate["reason"]
-                log.info("promoted %s to production", version.ref)
-            else:
-                promotion = f"not promoted: {gate['reason']}"
-                log.info(promotion)
-        return {
-            "version": version.version,
-            "ref": version.ref,
-            "evaluation": evaluation,
-            "promoted": promoted,
-            "promotion": promotion,
-        }
+        log.info("promoted %s to production", version.ref)
+        return True, gate["reason"]
 
     def _register(
         self, job, card, parent, fingerprint, config, strategy, history, evaluation, network, folder

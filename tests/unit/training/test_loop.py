@@ -61,3 +61,16 @@ def test_validation_patches_and_metrics(cases):
     assert len(patches) == 3 and patches[0][0].shape == (1, 16, 16, 16)
     result = Trainer(_network(), cases, CONFIG).validate(patches)
     assert result["loss"] > 0 and len(result["dice"]) == 1 and 0 <= result["dice"][0] <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+def test_mixed_precision_training_on_the_gpu(cases):
+    network = _network().to("cuda")
+    trainer = Trainer(network, cases, CONFIG)
+    assert trainer.autocast
+    losses = [trainer.run_epoch() for _ in range(2)]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0] * 1.5
+    assert next(network.parameters()).dtype == torch.float32  # weights stay fp32
+    validation = trainer.validate(validation_patches(cases, (16, 16, 16), seed=1))
+    assert np.isfinite(validation["loss"])
