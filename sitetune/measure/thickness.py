@@ -26,11 +26,14 @@ Accuracy comes from three places the usual voxel implementations skip:
   to half a slice off.
 - **Anisotropic spacing** enters every difference quotient and face area exactly.
 - **Path lengths** are first-order upwind, which is exact for planar fields of any
-  orientation; solved in one pass as a sparse triangular system in order of ``u``.
+  orientation; the upwind system is triangular in order of ``u``, so one pass over the
+  cells in that order solves it.
 
 The Laplace system is symmetric positive definite (finite volumes), solved by conjugate
 gradients with a Jacobi preconditioner: on a thin wall it converges in a number of
-iterations proportional to the thickness in voxels, not to the volume size.
+iterations proportional to the thickness in voxels, not to the volume size. The hot
+loops (system assembly, CG with parallel row loops, the upwind pass) are compiled with
+numba (cached on disk after the first call).
 
 With ``device=`` set, the two solves run in torch (CPU or CUDA) on the same assembled
 systems; see :mod:`sitetune.measure.thickness_torch`.
@@ -46,10 +49,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
-from scipy.sparse.linalg import spsolve_triangular
 from scipy.special import ndtri
 
 from sitetune.errors import InvalidInput
@@ -216,10 +219,10 @@ def wall_thickness(
         "name": "laplace-yezzi",
         "boundaries": "sub-voxel (probit of a smoothed indicator)",
         "smoothing_voxels": smoothing_voxels,
-        "laplace_solver": "jacobi-scaled conjugate gradients (float32)",
+        "laplace_solver": "jacobi-scaled conjugate gradients (float32, numba)",
         "laplace_tolerance": tolerance,
         "laplace_iterations": iterations,
-        "path_lengths": "upwind, one triangular solve per surface",
+        "path_lengths": "upwind, one pass per surface in order of the potential (numba)",
         "backend": "scipy",
         "device": "cpu",
         "wall_voxels": int(n),
@@ -262,42 +265,109 @@ def _laplace_system(
     links: _Links, spacing: np.ndarray
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
     """The Jacobi-scaled (unit-diagonal) float32 Laplace system: ``(matrix, rhs, start,
-    scale)``, where ``u = scale * v`` for the solution ``v`` from the start ``u = 0.5``."""
+    scale)``, where ``u = scale * v`` for the solution ``v`` from the start ``u = 0.5``.
+
+    Finite volumes: a face to a wall neighbour conducts ``area / spacing``, a face on a
+    surface ``area / distance`` to the sub-voxel boundary value (0 inner, 1 outer).
+    Symmetric Jacobi scaling gives a unit diagonal; then float32: the solve is
+    memory-bound and u in [0, 1] needs no more than float32's 7 digits at this tolerance.
+    """
     n = links.cell.shape[0]
     area = (np.prod(spacing) / spacing)[_Links.AXIS]  # face area of each column
-    h = spacing[_Links.AXIS]
-    to_wall = links.kind == 0
-    boundary = (links.kind == 1) | (links.kind == 2)
-    conductance = np.where(to_wall, area / h, 0.0) + np.where(boundary, area / links.distance, 0.0)
-    diag = conductance.sum(1)
-    rhs = np.where(links.kind == 2, conductance, 0.0).sum(1)
-    # Symmetric Jacobi scaling (unit diagonal), then float32: the solve is memory-bound
-    # and u in [0, 1] needs no more than float32's 7 digits at this tolerance.
-    scale = 1.0 / np.sqrt(diag)
-    off = np.where(to_wall, -conductance * scale[:, None] * scale[np.maximum(links.cell, 0)], 0.0)
-    columns = np.concatenate([links.cell, np.arange(n)[:, None]], axis=1)
-    values = np.concatenate([off, np.ones((n, 1))], axis=1).astype(np.float32)
-    matrix = _rows_to_csr(columns, values, n)
+    indptr, indices, data, rhs, scale = _laplace_csr(
+        links.cell, links.kind, links.distance, area, area / spacing[_Links.AXIS]
+    )
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(n, n))
     return matrix, (rhs * scale).astype(np.float32), (0.5 / scale).astype(np.float32), scale
+
+
+@numba.njit(cache=True, nogil=True)
+def _laplace_csr(cell, kind, distance, area, wall_conductance):  # pragma: no cover (compiled)
+    """CSR arrays (each row: its wall neighbours in column order, then the diagonal),
+    the right-hand side and the Jacobi scale of `_laplace_system`."""
+    n = cell.shape[0]
+    diag = np.zeros(n)
+    rhs = np.zeros(n)
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    for i in range(n):
+        count = 1
+        for f in range(6):
+            k = kind[i, f]
+            if k == 0:
+                diag[i] += wall_conductance[f]
+                count += 1
+            elif k == 1 or k == 2:
+                g = area[f] / distance[i, f]
+                diag[i] += g
+                if k == 2:
+                    rhs[i] += g
+        indptr[i + 1] = indptr[i] + count
+    scale = 1.0 / np.sqrt(diag)
+    indices = np.empty(indptr[n], dtype=np.int32)
+    data = np.empty(indptr[n], dtype=np.float32)
+    for i in range(n):
+        at = indptr[i]
+        for f in range(6):
+            if kind[i, f] == 0:
+                j = cell[i, f]
+                indices[at] = j
+                data[at] = -wall_conductance[f] * scale[i] * scale[j]
+                at += 1
+        indices[at] = i
+        data[at] = 1.0
+    return indptr, indices, data, rhs, scale
 
 
 def _cg(matrix, rhs: np.ndarray, x: np.ndarray, tolerance: float):
     """Conjugate gradients (in place on ``x``, the start); ``(x, iterations)``."""
-    r = rhs - matrix @ x
+    iterations = _cg_kernel(
+        matrix.indptr, matrix.indices, matrix.data, rhs, x, tolerance, 20 * rhs.size
+    )
+    if iterations < 0:
+        raise RuntimeError("Laplace solve did not converge")
+    return x, iterations
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _cg_kernel(indptr, indices, data, rhs, x, tolerance, max_iterations):  # pragma: no cover
+    """CG on a float32 CSR matrix: parallel row loops, each fusing the matrix product
+    with the dot product it feeds (dots accumulate in float64). Returns the iterations,
+    or -1 without convergence."""
+    n = rhs.shape[0]
+    r = np.empty(n, dtype=np.float32)
+    q = np.empty(n, dtype=np.float32)
+    rr = 0.0
+    norm = 0.0
+    for i in numba.prange(n):
+        acc = np.float32(0.0)
+        for k in range(indptr[i], indptr[i + 1]):
+            acc += data[k] * x[indices[k]]
+        r[i] = rhs[i] - acc
+        rr += np.float64(r[i]) * r[i]
+        norm += np.float64(rhs[i]) * rhs[i]
     p = r.copy()
-    rr = r @ r
-    goal = (tolerance * np.linalg.norm(rhs)) ** 2
-    for iteration in range(1, 20 * rhs.size + 1):
-        q = matrix @ p
-        alpha = rr / (p @ q)
-        x += alpha * p
-        r -= alpha * q
-        rr, rr_old = r @ r, rr
-        if rr <= goal:
-            return x, iteration
-        p *= rr / rr_old
-        p += r
-    raise RuntimeError("Laplace solve did not converge")
+    goal = tolerance * tolerance * norm
+    for iteration in range(1, max_iterations + 1):
+        pq = 0.0
+        for i in numba.prange(n):
+            acc = np.float32(0.0)
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * p[indices[k]]
+            q[i] = acc
+            pq += np.float64(p[i]) * acc
+        alpha = np.float32(rr / pq)
+        rr_new = 0.0
+        for i in numba.prange(n):
+            x[i] += alpha * p[i]
+            r[i] -= alpha * q[i]
+            rr_new += np.float64(r[i]) * r[i]
+        if rr_new <= goal:
+            return iteration
+        beta = np.float32(rr_new / rr)
+        rr = rr_new
+        for i in numba.prange(n):
+            p[i] = r[i] + beta * p[i]
+    return -1
 
 
 def _gradient(u: np.ndarray, links: _Links) -> np.ndarray:
@@ -324,53 +394,101 @@ def _path_length(
     device: torch.device | None = None,
 ) -> tuple[np.ndarray, int]:
     """Upwind solution of ``direction * grad L . T = 1`` with ``L = 0`` on one surface:
-    ``(L, sweeps)``, by scipy's triangular solve (``device`` None, sweeps 0) or torch
-    Jacobi sweeps."""
-    matrix, rhs = _path_system(tangent, links, order, boundary_kind, direction)
+    ``(L, sweeps)``. On the CPU (``device`` None) one compiled pass in ``order`` solves
+    the triangular system directly (sweeps 0); with torch, Jacobi sweeps of it."""
+    max_step = float(links.distance.max())
     if device is None:
-        solution = spsolve_triangular(matrix, rhs, lower=True, unit_diagonal=True, overwrite_A=True)
-        sweeps = 0
-    else:
-        from sitetune.measure.thickness_torch import solve_unit_lower
+        out = np.empty(tangent.shape[0])
+        _upwind_pass(
+            order, tangent, direction, links.cell, links.kind, links.distance,
+            boundary_kind, max_step, out,
+        )  # fmt: skip
+        return out, 0
+    from sitetune.measure.thickness_torch import solve_unit_lower
 
-        solution, sweeps = solve_unit_lower(matrix, rhs, device)
+    faces = _upwind_faces(tangent, links, direction)
+    matrix, rhs = _path_system(faces, links, order, boundary_kind)
+    solution, sweeps = solve_unit_lower(matrix, rhs, device)
     out = np.empty(tangent.shape[0])
     out[order] = solution
     return out, sweeps
 
 
-def _path_system(
-    tangent: np.ndarray, links: _Links, order: np.ndarray, boundary_kind: int, direction: int
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The upwind system for one surface, rows and columns in visiting order: a unit
-    lower-triangular CSR matrix and its right-hand side.
+def _upwind_faces(
+    tangent: np.ndarray, links: _Links, direction: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell and axis, the face the path comes from: neighbour cell, its kind and the
+    weight ``|T_axis| / distance`` (0 where the tangent has no component on the axis);
+    the arrays `_upwind_pass` reads on the fly, for `_path_system`.
 
-    Cells are visited in ``order`` (increasing distance from the surface in ``u``); a
-    cell takes its upwind wall neighbours that come earlier, and its upwind boundary
-    faces, so the system is lower triangular in that order.
+    Per axis at most one face is upwind: the -1 face when the component is positive,
+    the +1 face when negative.
     """
-    n = tangent.shape[0]
-    rows = np.arange(n)
-    position = np.empty(n, dtype=np.int64)
-    position[order] = rows
-    # Per axis at most one face is upwind (the path comes from there): the -1 face when
-    # the component is positive, the +1 face when negative.
     component = direction * tangent
     face = 2 * np.arange(3) + (component < 0)
     cell = np.take_along_axis(links.cell, face, 1)
     kind = np.take_along_axis(links.kind, face, 1)
     weight = np.abs(component) / np.take_along_axis(links.distance, face, 1)
+    return cell, kind, weight
+
+
+@numba.njit(cache=True, nogil=True)
+def _upwind_pass(
+    order, tangent, direction, cell, kind, distance, boundary_kind, max_step, out
+):  # pragma: no cover (compiled)
+    """Visit cells in ``order``; each takes the weighted mean of its upwind wall
+    neighbours already visited (and 0 at its upwind faces on the surface) plus the step
+    ``1 / sum(weights)``, with weights ``|T_axis| / distance`` (`_upwind_faces`).
+
+    With every upwind face present the step is at most the largest face distance (the
+    tangent is a unit vector); where the order drops the main upwind neighbour (the field
+    and the order disagree) only minor directions remain, so the step is capped there.
+    A cell with no upwind information at all (isolated) gets the capped step of 1.
+    """
+    visited = np.zeros(order.shape[0], dtype=np.bool_)
+    for i in order:
+        diag = 0.0
+        total = 0.0
+        for axis in range(3):
+            component = direction * tangent[i, axis]
+            if component == 0.0:
+                continue
+            face = 2 * axis + 1 if component < 0.0 else 2 * axis
+            w = abs(component) / distance[i, face]
+            k = kind[i, face]
+            if k == 0:
+                j = cell[i, face]
+                if visited[j]:
+                    diag += w
+                    total += w * out[j]
+            elif k == boundary_kind:
+                diag += w
+        if diag == 0.0:
+            diag = 1.0
+        out[i] = total / diag + min(1.0 / diag, max_step)
+        visited[i] = True
+
+
+def _path_system(
+    faces: tuple[np.ndarray, np.ndarray, np.ndarray],
+    links: _Links,
+    order: np.ndarray,
+    boundary_kind: int,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """`_upwind_pass` as a linear system, rows and columns in visiting order: a unit
+    lower-triangular CSR matrix and its right-hand side (for the torch solvers)."""
+    cell, kind, weight = faces
+    n = cell.shape[0]
+    rows = np.arange(n)
+    position = np.empty(n, dtype=np.int64)
+    position[order] = rows
     neighbour_position = np.where(cell >= 0, position[np.maximum(cell, 0)], n)
-    earlier = (kind == 0) & (neighbour_position < position[:, None]) & (component != 0)
-    use = earlier | ((kind == boundary_kind) & (component != 0))
+    moving = weight != 0
+    earlier = (kind == 0) & (neighbour_position < position[:, None]) & moving
+    use = earlier | ((kind == boundary_kind) & moving)
     diag = np.where(use, weight, 0.0).sum(1)
-    diag[diag == 0] = 1.0  # no upwind information at all (isolated voxel)
-    # L = (weighted mean of the upwind values) + 1/diag. With every upwind face present
-    # the step 1/diag is at most the largest face distance (the tangent is a unit
-    # vector); where the discrete order drops the main upwind neighbour (the field and
-    # the order disagree) only minor directions remain, so the step is capped there.
+    diag[diag == 0] = 1.0
     step = np.minimum(1.0 / diag, float(links.distance.max()))
-    # Rows in visiting order, divided by the diagonal: a unit lower-triangular system.
     columns = np.where(earlier, neighbour_position, -1)[order]
     values = (np.where(earlier, -weight, 0.0) / diag[:, None])[order]
     columns = np.concatenate([columns, rows[:, None]], axis=1)
