@@ -12,8 +12,9 @@ Everything is checked against the base model's card before any training, and eve
 problem found is reported (per case), not only the first: label values, integer labels,
 image/label shape and geometry agreement, modality, channel count, file paths that would
 leave the dataset. 4D (cardiac) labels may leave frames all-zero: those frames are
-"unlabelled" and skipped, so ED/ES-only labelling works; a case with no labelled frame
-is a problem. Extraction is `sitetune.imaging.archive.extract_zip` (no path traversal,
+"unlabelled" and skipped, so ED/ES-only labelling works; a 4D case with no labelled frame
+is a problem. A 3D label map is always a label, even when empty (a case without lesions).
+Extraction is `sitetune.imaging.archive.extract_zip` (no path traversal,
 limits on size, member count and compression ratio).
 """
 
@@ -363,11 +364,12 @@ def _labelled_phases(labels: np.ndarray, card: ModelCard, case: str, problems: l
             )
         )
         return ()
-    frames = [labels] if labels.ndim == 3 else [labels[..., t] for t in range(labels.shape[3])]
-    labelled = tuple(t for t, frame in enumerate(frames) if frame.any())
+    if labels.ndim == 3:  # an empty 3D map is a label too: nothing there (no lesions)
+        return (0,)
+    labelled = tuple(t for t in range(labels.shape[3]) if labels[..., t].any())
     if not labelled:
         problems.append(
-            DatasetProblem("unlabelled_case", "the label map is all zero (no labelled frame)", case)
+            DatasetProblem("unlabelled_case", "every frame of the 4D label map is all zero", case)
         )
     return labelled
 

@@ -81,8 +81,8 @@ def test_valid_dataset_opens_with_cases_and_a_stable_fingerprint(tmp_path, lv_ca
 
 def test_pairs_by_file_name_without_a_training_list(tmp_path, flair_card):
     folder = _folder(tmp_path)
-    for name in ("a", "b"):
-        _case(folder, name, _labels(values=(1,)))
+    _case(folder, "a", _labels(values=(1,)))
+    _case(folder, "b", np.zeros((12, 12, 8)))  # a case without lesions is labelled too
     (folder / "imagesTr" / "b.nii.gz").rename(folder / "imagesTr" / "b_0000.nii.gz")  # nnU-Net
     _write(folder, [], modality={"0": "FLAIR"}, labels={"background": 0, "lesion": 1})
     dataset = open_site_dataset(_zip(folder, tmp_path / "ds.zip"), tmp_path / "x", flair_card)
@@ -108,7 +108,7 @@ def test_every_problem_is_listed_per_case_and_nothing_is_left(tmp_path, lv_card)
         _case(folder, "wrong_labels", _labels(values=(1, 3))),
         _case(folder, "off_grid", _labels(), label_affine=shifted),
         _case(folder, "other_shape", _labels(), image_shape=(12, 12, 9)),
-        _case(folder, "empty", np.zeros((12, 12, 8))),
+        _case(folder, "empty_4d", np.zeros((12, 12, 8, 3))),
         {"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"},
         {"image": "../../etc/passwd", "label": "./labelsTr/sneaky.nii.gz"},
     ]
@@ -124,7 +124,7 @@ def test_every_problem_is_listed_per_case_and_nothing_is_left(tmp_path, lv_card)
         ("wrong_labels", "unexpected_labels"),
         ("off_grid", "geometry_mismatch"),
         ("other_shape", "shape_mismatch"),
-        ("empty", "unlabelled_case"),
+        ("empty_4d", "unlabelled_case"),
         ("gone", "missing_image"),
         ("gone", "missing_label"),
         ("sneaky", "path_outside_dataset"),
