@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,15 @@ from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 
 # Coarse voxels keep the suite fast; geometry code paths do not depend on voxel size.
 SMALL_SPACING = (2.5, 2.5, 3.5)
+
+
+def zip_tree(folder: Path, out: Path, prefix: str = "") -> Path:
+    """Zip every file below ``folder`` (names relative to it, after ``prefix``)."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(Path(folder).rglob("*")):
+            if p.is_file():
+                z.write(p, prefix + p.relative_to(folder).as_posix())
+    return out
 
 
 def dciodvfy_errors(path) -> list[str]:

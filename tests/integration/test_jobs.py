@@ -17,25 +17,18 @@ import pytest
 from sitetune.imaging.nifti import save_nifti
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from sitetune.imaging.phantoms.dataset import DatasetSpec, write_msd_dataset
+from tests.conftest import zip_tree
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
-def site_zip(tmp_path_factory) -> Path:
+def sitezip_tree(tmp_path_factory) -> Path:
     """Three site-B 4D cardiac cases labelled at ED and ES only, as an MSD zip."""
     root = tmp_path_factory.mktemp("site")
     spec = DatasetSpec("lv-ct", "B", cases=3, phases=5, label_phases="ed_es", seed=11)
     folder = write_msd_dataset(spec, root / "ds", workers=2)
-    return _zip(folder, root / "site.zip")
-
-
-def _zip(folder: Path, out: Path) -> Path:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                z.write(p, p.relative_to(folder).as_posix())
-    return out
+    return zip_tree(folder, root / "site.zip")
 
 
 def _submit(client, dataset: Path, **fields):
@@ -186,7 +179,7 @@ def test_invalid_submissions_get_4xx_listing_the_problems(server, site_zip, tmp_
     shifted = image.affine.copy()
     shifted[:3, 3] += 0.7
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted), second_label)
-    bad_zip = _zip(bad, tmp_path / "bad.zip")
+    bad_zip = zip_tree(bad, tmp_path / "bad.zip")
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../../escape.txt", "x")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -16,7 +15,7 @@ from sitetune.imaging.nifti import save_nifti
 from sitetune.imaging.phantoms.brain import brain_phantom
 from sitetune.imaging.volume import LPS_TO_RAS
 from sitetune.measure.lesions import lesion_statistics
-from tests.conftest import dciodvfy_errors
+from tests.conftest import dciodvfy_errors, zip_tree
 
 ANISOTROPIC = np.array(
     [[0.0, -0.8, 0.0, 90.0], [0.9, 0.0, 0.0, -110.0], [0.0, 0.0, 3.3, -40.5], [0, 0, 0, 1]]
@@ -135,11 +134,7 @@ def test_nifti_flair_in_is_segmented_and_measured_with_the_model_version(
 
 def test_dicom_flair_in_gives_lps_centroids_and_a_lesion_seg(server, flair_case, tmp_path):
     write_dicom_series(flair_case.image, tmp_path / "dcm")
-    archive = tmp_path / "flair.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for p in sorted((tmp_path / "dcm").rglob("*")):
-            if p.is_file():
-                z.write(p, p.relative_to(tmp_path).as_posix())
+    archive = zip_tree(tmp_path / "dcm", tmp_path / "flair.zip", prefix="dcm/")
     with server.client("clinical") as client:
         response = _post(client, "file", archive)
         assert response.status_code == 200, response.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +12,7 @@ from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.imaging.nifti import save_nifti
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from sitetune.measure.ventricle import measure_ventricle
+from tests.conftest import zip_tree
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,7 @@ def test_mask_in_stats_and_map_equal_the_direct_measurement(server, cine_case, t
 
 def test_4d_dicom_study_ed_from_tags_es_from_volume_curve(server, cine_case, tmp_path):
     write_dicom_series(cine_case.image, tmp_path / "dcm")
-    archive = tmp_path / "study.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for p in sorted((tmp_path / "dcm").rglob("*")):
-            if p.is_file():
-                z.write(p, p.relative_to(tmp_path).as_posix())
+    archive = zip_tree(tmp_path / "dcm", tmp_path / "study.zip", prefix="dcm/")
     with server.client("clinical") as client:
         response = _post(client, file=archive)
         assert response.status_code == 200, response.text

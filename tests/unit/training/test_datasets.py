@@ -15,6 +15,7 @@ from sitetune.imaging.nifti import save_nifti
 from sitetune.imaging.phantoms.dataset import DatasetSpec, write_msd_dataset
 from sitetune.models.builtin import load_builtin
 from sitetune.training.datasets import InvalidDataset, open_site_dataset
+from tests.conftest import zip_tree
 
 AFFINE = np.diag([1.2, 1.2, 2.5, 1.0])
 
@@ -53,14 +54,6 @@ def _write(folder: Path, entries: list, **description) -> None:
     (folder / "dataset.json").write_text(json.dumps(meta))
 
 
-def _zip(folder: Path, out: Path, prefix: str = "") -> Path:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                z.write(p, prefix + p.relative_to(folder).as_posix())
-    return out
-
-
 def _folder(tmp_path: Path) -> Path:
     folder = tmp_path / "ds"
     (folder / "imagesTr").mkdir(parents=True)
@@ -71,7 +64,7 @@ def _folder(tmp_path: Path) -> Path:
 def test_valid_dataset_opens_with_cases_and_a_stable_fingerprint(tmp_path, lv_card):
     folder = _folder(tmp_path)
     _write(folder, [_case(folder, f"c{i}", _labels()) for i in range(3)])
-    archive = _zip(folder, tmp_path / "ds.zip", prefix="mysite/")  # a zipped folder
+    archive = zip_tree(folder, tmp_path / "ds.zip", prefix="mysite/")  # a zipped folder
     first = open_site_dataset(archive, tmp_path / "x1", lv_card)
     second = open_site_dataset(archive, tmp_path / "x2", lv_card)
     assert [c.name for c in first.cases] == ["c0", "c1", "c2"]
@@ -85,7 +78,7 @@ def test_pairs_by_file_name_without_a_training_list(tmp_path, flair_card):
     _case(folder, "b", np.zeros((12, 12, 8)))  # a case without lesions is labelled too
     (folder / "imagesTr" / "b.nii.gz").rename(folder / "imagesTr" / "b_0000.nii.gz")  # nnU-Net
     _write(folder, [], modality={"0": "FLAIR"}, labels={"background": 0, "lesion": 1})
-    dataset = open_site_dataset(_zip(folder, tmp_path / "ds.zip"), tmp_path / "x", flair_card)
+    dataset = open_site_dataset(zip_tree(folder, tmp_path / "ds.zip"), tmp_path / "x", flair_card)
     assert [(c.name, c.image.name) for c in dataset.cases] == [
         ("a", "a.nii.gz"),
         ("b", "b_0000.nii.gz"),
@@ -95,7 +88,7 @@ def test_pairs_by_file_name_without_a_training_list(tmp_path, flair_card):
 def test_sparse_4d_labels_ed_es_only_from_the_phantom_generator(tmp_path, lv_card):
     spec = DatasetSpec("lv-ct", "B", cases=2, phases=5, label_phases="ed_es", seed=3)
     folder = write_msd_dataset(spec, tmp_path / "ds", workers=1)
-    dataset = open_site_dataset(_zip(folder, tmp_path / "ds.zip"), tmp_path / "x", lv_card)
+    dataset = open_site_dataset(zip_tree(folder, tmp_path / "ds.zip"), tmp_path / "x", lv_card)
     assert [c.labelled_phases for c in dataset.cases] == [(0, 2), (0, 2)]
 
 
@@ -116,7 +109,7 @@ def test_every_problem_is_listed_per_case_and_nothing_is_left(tmp_path, lv_card)
     _write(folder, entries, labels={"0": "background", "1": "LV blood pool", "4": "RV"})
     destination = tmp_path / "x"
     with pytest.raises(InvalidDataset) as raised:
-        open_site_dataset(_zip(folder, tmp_path / "ds.zip"), destination, lv_card)
+        open_site_dataset(zip_tree(folder, tmp_path / "ds.zip"), destination, lv_card)
     error = raised.value
     found = {(p["case"], p["code"]) for p in error.details["problems"]}
     assert found == {
@@ -145,7 +138,7 @@ def test_description_problems_modality_channels_and_too_few_cases(tmp_path, flai
         labels={"0": "background", "1": "lesion"},
     )
     with pytest.raises(InvalidDataset) as raised:
-        open_site_dataset(_zip(folder, tmp_path / "ds.zip"), tmp_path / "x", flair_card)
+        open_site_dataset(zip_tree(folder, tmp_path / "ds.zip"), tmp_path / "x", flair_card)
     codes = sorted(p["code"] for p in raised.value.details["problems"])
     assert codes == ["channel_count", "modality_mismatch", "modality_mismatch", "too_few_cases"]
 
@@ -155,11 +148,11 @@ def test_missing_or_broken_dataset_json(tmp_path, lv_card):
     _case(folder, "a", _labels())
     _case(folder, "b", _labels())
     with pytest.raises(InvalidDataset) as raised:
-        open_site_dataset(_zip(folder, tmp_path / "1.zip"), tmp_path / "x1", lv_card)
+        open_site_dataset(zip_tree(folder, tmp_path / "1.zip"), tmp_path / "x1", lv_card)
     assert [p["code"] for p in raised.value.details["problems"]] == ["missing_dataset_json"]
     (folder / "dataset.json").write_text("{not json")
     with pytest.raises(InvalidDataset) as raised:
-        open_site_dataset(_zip(folder, tmp_path / "2.zip"), tmp_path / "x2", lv_card)
+        open_site_dataset(zip_tree(folder, tmp_path / "2.zip"), tmp_path / "x2", lv_card)
     assert [p["code"] for p in raised.value.details["problems"]] == ["bad_dataset_json"]
 
 
@@ -169,7 +162,7 @@ def test_corrupt_label_file_is_a_case_problem(tmp_path, lv_card):
     (folder / "labelsTr" / "b.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     _write(folder, entries)
     with pytest.raises(InvalidDataset) as raised:
-        open_site_dataset(_zip(folder, tmp_path / "ds.zip"), tmp_path / "x", lv_card)
+        open_site_dataset(zip_tree(folder, tmp_path / "ds.zip"), tmp_path / "x", lv_card)
     assert [(p["case"], p["code"]) for p in raised.value.details["problems"]] == [
         ("b", "unreadable_label")
     ]
