@@ -16,8 +16,11 @@ The gate passes when the candidate's mean Dice is at least production's minus th
 
 from __future__ import annotations
 
+import copy
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +30,8 @@ from sitetune.imaging.load import load_volume
 from sitetune.measure.metrics import dice_per_label, mean_metrics, wmh_metrics
 from sitetune.measure.ventricle import LV_LABELS, measure_ventricle, thickness_agreement
 from sitetune.models.card import ModelCard
-from sitetune.models.engines import TorchEngine
+from sitetune.models.engines import OrtEngine, TorchEngine
+from sitetune.models.export import export_onnx
 from sitetune.models.inference import InferenceSettings, segment_frame
 from sitetune.training.datasets import SiteCase
 
@@ -51,7 +55,24 @@ def evaluate_networks(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, dict]:
     """Metrics of each named network on the same ``cases`` (see the module docstring)."""
-    engines = {name: TorchEngine(net, device) for name, net in networks.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = {
+            name: _engine(network, card, device, Path(tmp) / f"{i}.onnx")
+            for i, (name, network) in enumerate(networks.items())
+        }
+        return _evaluate(cases, card, networks, engines, should_stop)
+
+
+def _engine(network: torch.nn.Module, card: ModelCard, device: str, onnx_path: Path):
+    """How the service would run it: ONNX Runtime on the CPU (2-3x faster than torch
+    eager there), torch on a GPU."""
+    if torch.device(device).type != "cpu":
+        return TorchEngine(network, device)
+    export_onnx(copy.deepcopy(network), card, onnx_path, check_batches=1)
+    return OrtEngine(onnx_path, providers=["CPUExecutionProvider"])
+
+
+def _evaluate(cases, card, networks, engines, should_stop) -> dict[str, dict]:
     settings = InferenceSettings()
     dice: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
     volume_errors: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
