@@ -86,6 +86,7 @@ def _row(family: Family, arm: str, cases, phases, metrics: dict, seconds: float)
         row["thickness_agreement"] = metrics["thickness_agreement"]
     if "wmh" in metrics:
         row["wmh"] = {k: v["mean"] for k, v in metrics["wmh"].items()}
+        row["wmh_cases_defined"] = {k: v["defined"] for k, v in metrics["wmh"].items()}
     return row
 
 
@@ -136,14 +137,16 @@ def markdown(rows: list[dict]) -> str:
         dice = ", ".join(f"{k} {v:.3f}" for k, v in r["dice"].items())
         if "thickness_agreement" in r:
             agreement = r["thickness_agreement"]
-            extra = "thickness |ED median diff| {:.2f} mm, |ES median diff| {:.2f} mm".format(
+            extra = "thickness error of the median: ED {:.2f} mm, ES {:.2f} mm".format(
                 agreement["ed_median"]["mean_abs_diff_mm"],
                 agreement["es_median"]["mean_abs_diff_mm"],
             )
         elif "wmh" in r:
-            w = r["wmh"]
-            extra = "HD95 {:.1f} mm, AVD {:.0f} %, lesion F1 {:.2f}, volume error {:.2f} mL".format(
-                w["hd95_mm"], w["avd_pct"], w["lesion_f1"], w["volume_difference_ml"]
+            w, defined = r["wmh"], r["wmh_cases_defined"]
+            extra = (
+                f"HD95 {w['hd95_mm']:.1f} mm ({defined['hd95_mm']} cases defined), "
+                f"AVD {w['avd_pct']:.0f} %, lesion F1 {w['lesion_f1']:.2f}, "
+                f"volume error {w['volume_difference_ml']:.2f} mL"
             )
         else:
             extra = ""
