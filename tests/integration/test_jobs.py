@@ -23,7 +23,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
-def sitezip_tree(tmp_path_factory) -> Path:
+def site_zip(tmp_path_factory) -> Path:
     """Three site-B 4D cardiac cases labelled at ED and ES only, as an MSD zip."""
     root = tmp_path_factory.mktemp("site")
     spec = DatasetSpec("lv-ct", "B", cases=3, phases=5, label_phases="ed_es", seed=11)
