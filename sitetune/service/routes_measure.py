@@ -77,6 +77,30 @@ def _labels_from_upload(
     return volume, segmentation.labels, chosen, backend, timings
 
 
+def _store(
+    app: AppState,
+    kind: str,
+    volume: Volume,
+    labels: np.ndarray,
+    chosen: ModelVersion | None,
+    backend: str | None,
+    measurement: dict,
+    maps: dict[str, Volume],
+    timings: dict[str, float],
+    started: float,
+) -> dict:
+    """Store a measurement: its JSON, the label map (and SEG), and its NIfTI ``maps``;
+    record the model's stage times. Returns the response body."""
+    summary = {**model_summary(chosen, backend), **measurement, "input": input_summary(volume)}
+    writers = mask_writers(volume, labels, chosen)
+    for filename, image in maps.items():
+        writers[filename] = lambda path, image=image: save_nifti(image, path)
+    body = store_result(app.results, kind, summary, writers, timings, started)
+    if chosen is not None:
+        observe_stages(chosen, backend, timings)
+    return body
+
+
 @router.post("/v1/thickness")
 def thickness(
     request: Request,
@@ -106,19 +130,10 @@ def thickness(
         all_phases=phases is PhasesMeasured.ALL,
     )
     timings["thickness"] = round(1000 * (time.perf_counter() - measuring), 1)
-    summary = {
-        **model_summary(chosen, backend),
-        **report.to_json(),
-        "input": input_summary(volume),
-    }
-    writers = mask_writers(volume, labels, chosen)
-    writers["thickness.nii.gz"] = lambda path: save_nifti(
-        volume.with_array(report.thickness_map), path
-    )
-    body = store_result(app.results, "thickness", summary, writers, timings, started)
-    if chosen is not None:
-        observe_stages(chosen, backend, timings)
-    return body
+    return _store(
+        app, "thickness", volume, labels, chosen, backend, report.to_json(),
+        {"thickness.nii.gz": volume.with_array(report.thickness_map)}, timings, started,
+    )  # fmt: skip
 
 
 @router.get("/v1/results/{result_id}/thickness")
@@ -157,18 +172,11 @@ def lesion_volume(
         min_lesion_ml=min_lesion_ml,
     )
     timings["lesions"] = round(1000 * (time.perf_counter() - measuring), 1)
-    summary = {
-        **model_summary(chosen, backend),
-        **report.to_json(),
-        "centroid_frame": volume.native_frame.value,
-        "input": input_summary(volume),
-    }
-    writers = mask_writers(volume, labels, chosen)
-    writers["lesions.nii.gz"] = lambda path: save_nifti(volume.with_array(report.instances), path)
-    body = store_result(app.results, "lesion-volume", summary, writers, timings, started)
-    if chosen is not None:
-        observe_stages(chosen, backend, timings)
-    return body
+    measurement = report.to_json() | {"centroid_frame": volume.native_frame.value}
+    return _store(
+        app, "lesion-volume", volume, labels, chosen, backend, measurement,
+        {"lesions.nii.gz": volume.with_array(report.instances)}, timings, started,
+    )  # fmt: skip
 
 
 @router.get("/v1/results/{result_id}/lesions")
