@@ -83,11 +83,8 @@ class SitetuneClient:
 
     def segment(self, path: str | Path, model: str | None = None, version: int | None = None):
         """``POST /v1/segment`` with a NIfTI file or a DICOM zip."""
-        path = Path(path)
         fields = _form(model=model, version=version)
-        with path.open("rb") as stream:
-            files = {"file": (path.name, stream, "application/octet-stream")}
-            return self._json("POST", "/v1/segment", data=fields, files=files)
+        return self._upload("/v1/segment", "file", path, "application/octet-stream", fields)
 
     # -- models ------------------------------------------------------------------------
 
@@ -151,10 +148,7 @@ class SitetuneClient:
             promote_margin=promote_margin,
             iterations_per_epoch=iterations_per_epoch,
         )
-        path = Path(dataset)
-        with path.open("rb") as stream:
-            files = {"dataset": (path.name, stream, "application/zip")}
-            return self._json("POST", "/v1/jobs", data=fields, files=files)
+        return self._upload("/v1/jobs", "dataset", dataset, "application/zip", fields)
 
     def jobs(self) -> dict:
         """``GET /v1/jobs``: ``{"jobs": [job, ...]}``."""
@@ -197,6 +191,15 @@ class SitetuneClient:
             time.sleep(interval)
 
     # -- transport ---------------------------------------------------------------------
+
+    def _upload(
+        self, route: str, field: str, path: str | Path, content_type: str, fields: dict
+    ) -> dict:
+        """``POST`` one file as multipart ``field``, with form ``fields``."""
+        path = Path(path)
+        with path.open("rb") as stream:
+            files = {field: (path.name, stream, content_type)}
+            return self._json("POST", route, data=fields, files=files)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict:
         response = self._send(method, path, **kwargs)

@@ -83,8 +83,8 @@ class _Heartbeat(threading.Thread):
 class JobRunner:
     """Runs one claimed job to a terminal state."""
 
-    def __init__(self, settings: Settings, store: JobStore, registry: Registry, worker: str):
-        self.settings, self.store, self.registry, self.worker = settings, store, registry, worker
+    def __init__(self, store: JobStore, registry: Registry, worker: str) -> None:
+        self.store, self.registry, self.worker = store, registry, worker
         self.device = torch_device()
 
     def run(self, job: Job) -> Job:
@@ -306,7 +306,7 @@ class Worker:
         self.registry = Registry(engine, artifacts)
         self.identity = worker_identity()
         self.device = f"{self.identity.rpartition(':')[0]}/{torch_device()}"
-        self.runner = JobRunner(settings, self.store, self.registry, self.identity)
+        self.runner = JobRunner(self.store, self.registry, self.identity)
         self.stale_after = datetime.timedelta(seconds=settings.job_stale_seconds)
         self.poll_seconds = settings.worker_poll_seconds
         self.stopping = threading.Event()

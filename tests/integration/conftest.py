@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import socket
@@ -33,6 +35,19 @@ class Server:
         """An HTTP client, authenticated as ``role`` when given."""
         headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
         return httpx.Client(base_url=self.base_url, timeout=300, headers=headers, **kwargs)
+
+    def register_production_copy(self, ops: httpx.Client, name: str, **card) -> httpx.Response:
+        """``POST /v1/models`` a new version of ``name`` with production's weights and its
+        card, fields in ``card`` replaced; returns the response."""
+        model = ops.get(f"/v1/models/{name}").json()
+        production = model["aliases"]["production"]
+        current = next(v for v in model["versions"] if v["version"] == production)
+        weights = self.data_dir / "artifacts" / "models" / name / str(production) / "weights.pt"
+        return ops.post(
+            "/v1/models",
+            files={"weights": ("w.pt", io.BytesIO(weights.read_bytes()))},
+            data={"card": json.dumps(dict(current["card"], version=None, **card))},
+        )
 
 
 @pytest.fixture(scope="session")

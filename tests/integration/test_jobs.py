@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -127,24 +126,11 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(server, site_zip):
 
 def test_gate_refuses_a_worse_candidate_unless_forced(server):
     with server.client("ops") as ops:
-        model = ops.get("/v1/models/lv-ct").json()
-        production = model["aliases"]["production"]
-        current = next(v for v in model["versions"] if v["version"] == production)
-        weights = (
-            server.data_dir / "artifacts" / "models" / "lv-ct" / str(production) / "weights.pt"
-        ).read_bytes()
+        production = ops.get("/v1/models/lv-ct").json()["aliases"]["production"]
         gate = {"passed": False, "reason": "candidate mean Dice 0.5 is below production's 0.9"}
-        card = dict(
-            current["card"],
-            version=None,
-            metrics={
-                "site_evaluation": {"production_version": f"lv-ct:{production}", "gate": gate}
-            },
-        )
-        registered = ops.post(
-            "/v1/models",
-            files={"weights": ("w.pt", io.BytesIO(weights))},
-            data={"card": json.dumps(card)},
+        evaluation = {"production_version": f"lv-ct:{production}", "gate": gate}
+        registered = server.register_production_copy(
+            ops, "lv-ct", metrics={"site_evaluation": evaluation}
         ).json()
         refused = ops.post(
             "/v1/models/lv-ct/promote",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
-import json
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -150,18 +148,8 @@ def test_registered_and_promoted_version_serves_from_every_worker(server, tmp_pa
     upload = tmp_path / "small.nii.gz"
     save_nifti(small.image.array.astype(np.int16), upload, affine=small.image.affine)
     with server.client("ops") as ops:
-        model = ops.get("/v1/models/lv-ct").json()
-        production = model["aliases"]["production"]
-        current = next(v for v in model["versions"] if v["version"] == production)
-        weights = (
-            server.data_dir / "artifacts" / "models" / "lv-ct" / str(production) / "weights.pt"
-        ).read_bytes()
-        card = dict(current["card"], version=None)
-        registered = ops.post(
-            "/v1/models",
-            files={"weights": ("w.pt", io.BytesIO(weights))},
-            data={"card": json.dumps(card)},
-        )
+        production = ops.get("/v1/models/lv-ct").json()["aliases"]["production"]
+        registered = server.register_production_copy(ops, "lv-ct")
         assert registered.status_code == 201, registered.text
         new_version = registered.json()["version"]
         promoted = ops.post(
