@@ -43,6 +43,8 @@ def segmentation_from_labels(
     algorithm_version: str,
     series_number: int = 900,
     series_description: str | None = None,
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
 ) -> hd.seg.Segmentation:
     """Build a BINARY DICOM SEG for a label map lying on a DICOM volume's grid.
 
@@ -54,6 +56,8 @@ def segmentation_from_labels(
             a segment (with no frames) so the SEG always lists the model's labels.
         algorithm_name, algorithm_version: the model name and version, recorded as the
             segments' algorithm identification.
+        series_instance_uid, instance_number: to put several SEGs (one per cardiac phase)
+            in one series; a new series by default.
     """
     if source.dicom is None:
         raise ValueError("the source volume was not read from DICOM")
@@ -91,10 +95,10 @@ def segmentation_from_labels(
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
         sop_instance_uid=generate_uid(),
-        instance_number=1,
+        instance_number=instance_number,
         manufacturer="sitetune",
         manufacturer_model_name=algorithm_name,
         software_versions=f"sitetune {__version__}; {algorithm_name} {algorithm_version}",

@@ -62,6 +62,20 @@ class ModelServer:
         self._engines: OrderedDict[tuple[str, int, str], Engine] = OrderedDict()
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, registry: Registry, settings) -> ModelServer:
+        """The server a deployment's `sitetune.settings.Settings` describe."""
+        config = ServingConfig(
+            engine=EngineKind(settings.engine),
+            cpu_engine=EngineKind(settings.cpu_engine),
+            ort_providers=tuple(settings.ort_providers.split(","))
+            if settings.ort_providers
+            else None,
+            threads=settings.threads,
+            inference=InferenceSettings(settings.sw_overlap, settings.sw_batch_size),
+        )
+        return cls(registry, config, settings.resolved_artifact_dir / "engine-cache")
+
     def choose(self, volume: Volume, model: str | None, version: str | None) -> ModelVersion:
         """The version to run: ``model`` (or the modality's default) at ``version`` or
         the ``production`` alias."""

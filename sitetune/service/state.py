@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from sitetune.db import make_engine
 from sitetune.models.builtin import register_builtins
-from sitetune.models.inference import InferenceSettings
 from sitetune.models.registry import Registry
-from sitetune.models.serving import EngineKind, ModelServer, ServingConfig
+from sitetune.models.serving import ModelServer
 from sitetune.results import ResultStore
 from sitetune.service.auth import TokenStore
 from sitetune.settings import Settings
@@ -34,22 +33,13 @@ class AppState:
         engine = make_engine(settings.resolved_database_url)
         artifacts = settings.resolved_artifact_dir
         registry = Registry(engine, artifacts)
-        config = ServingConfig(
-            engine=EngineKind(settings.engine),
-            cpu_engine=EngineKind(settings.cpu_engine),
-            ort_providers=tuple(settings.ort_providers.split(","))
-            if settings.ort_providers
-            else None,
-            threads=settings.threads,
-            inference=InferenceSettings(settings.sw_overlap, settings.sw_batch_size),
-        )
         return cls(
             settings=settings,
             registry=registry,
             results=ResultStore(
                 engine, artifacts, datetime.timedelta(hours=settings.results_retention_hours)
             ),
-            models=ModelServer(registry, config, artifacts / "engine-cache"),
+            models=ModelServer.from_settings(registry, settings),
             tokens=load_tokens(settings),
             jobs=JobStore(engine, artifacts),
         )

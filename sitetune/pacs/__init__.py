@@ -1,0 +1,1 @@
+"""PACS integration: STOW-RS intake, series assembly and routing, analyses, deliveries."""

@@ -1,0 +1,81 @@
+"""Sending DICOM files to a destination: DICOMweb STOW-RS (httpx) or DIMSE C-STORE
+(pynetdicom). Each sender returns nothing on success and raises `DeliveryError` with a
+reason an operator can act on otherwise."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from sitetune.pacs.routing import Destination, DestinationKind
+from sitetune.pacs.stow import multipart_body
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed (the destination is down, or refused something)."""
+
+
+def stow(
+    url: str, files: list[Path], headers: dict[str, str] | None = None, timeout: float = 60.0
+) -> httpx.Response:
+    """POST ``files`` to ``<url>/studies`` as one STOW-RS request (streamed, chunked)."""
+    boundary = f"sitetune-{uuid.uuid4().hex}"
+    request_headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+        **(headers or {}),
+    }
+    return httpx.post(
+        f"{url.rstrip('/')}/studies",
+        content=multipart_body(files, boundary),
+        headers=request_headers,
+        timeout=timeout,
+    )
+
+
+def _send_dicomweb(destination: Destination, files: list[Path]) -> None:
+    try:
+        response = stow(destination.url, files, destination.headers, destination.timeout_seconds)
+    except httpx.HTTPError as error:
+        raise DeliveryError(f"{destination.describe()}: {type(error).__name__}: {error}") from None
+    if response.status_code != 200:
+        raise DeliveryError(
+            f"{destination.describe()} answered {response.status_code}: {response.text[:300]}"
+        )
+
+
+def _send_dimse(destination: Destination, files: list[Path]) -> None:
+    datasets = [pydicom.dcmread(path) for path in files]
+    ae = AE(ae_title=destination.calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_seconds
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise DeliveryError(f"{destination.describe()}: association not established")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise DeliveryError(f"{destination.describe()}: no C-STORE response")
+            if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:  # success or warning
+                raise DeliveryError(f"{destination.describe()}: C-STORE status 0x{code:04X}")
+    finally:
+        assoc.release()
+
+
+def deliver(destination: Destination, files: list[Path]) -> None:
+    """Send ``files`` to ``destination``; raises `DeliveryError` when it did not take them."""
+    missing = [str(p) for p in files if not Path(p).is_file()]
+    if missing:
+        raise DeliveryError(f"output files are gone: {missing[:3]}")
+    if destination.kind is DestinationKind.DICOMWEB:
+        _send_dicomweb(destination, files)
+    else:
+        _send_dimse(destination, files)

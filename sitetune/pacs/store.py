@@ -1,0 +1,521 @@
+"""Durable PACS state: received series, analyses and deliveries (database rows) and the
+received instances (files under ``<artifact_dir>/pacs/instances/<study>/<series>/``).
+
+Series: ``receiving`` (a request is adding instances) -> ``received`` (its request ended)
+-> ``queued`` (taken by a route into an analysis) | ``unrouted`` (no route takes it).
+A series that receives instances again later goes back to ``receiving`` and is analysed
+again.
+
+Analyses: ``queued -> running -> done | failed`` (``running -> queued`` when the PACS
+worker that ran it died; failed after `MAX_ATTEMPTS`).
+
+Deliveries (one per analysis and destination): ``pending -> delivered``, retried with
+exponential backoff while the destination is unreachable or refuses; ``failed`` only
+after ``max_attempts``. Rows survive restarts, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import DateTime, Integer, String, Text, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from sitetune.db import Base, utcnow
+from sitetune.errors import NotFound
+from sitetune.pacs.routing import Group, PacsConfig, SeriesInfo
+from sitetune.pacs.stow import CheckedInstance
+
+MAX_ATTEMPTS = 3  # an analysis is retried this often after its worker died
+
+
+class SeriesState(StrEnum):
+    RECEIVING = "receiving"
+    RECEIVED = "received"
+    QUEUED = "queued"
+    UNROUTED = "unrouted"
+
+
+class AnalysisState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class PacsSeriesRow(Base):
+    __tablename__ = "pacs_series"
+
+    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    description: Mapped[str] = mapped_column(String(200), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+    image_type: Mapped[str] = mapped_column(String(200), default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    route: Mapped[str | None] = mapped_column(String(80))
+    analysis_id: Mapped[str | None] = mapped_column(String(32))
+    first_received_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class PacsAnalysisRow(Base):
+    __tablename__ = "pacs_analyses"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    route: Mapped[str] = mapped_column(String(80))
+    model: Mapped[str] = mapped_column(String(80))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uids: Mapped[str] = mapped_column(Text)  # JSON list
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(120))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result_id: Mapped[str | None] = mapped_column(String(32))
+    outputs: Mapped[str | None] = mapped_column(Text)  # JSON list of {kind, path, sop_uid}
+    summary: Mapped[str | None] = mapped_column(Text)  # JSON: model, measurements
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PacsDeliveryRow(Base):
+    __tablename__ = "pacs_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    analysis_id: Mapped[str] = mapped_column(String(32), index=True)
+    destination: Mapped[str] = mapped_column(String(80))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    files: Mapped[str] = mapped_column(Text)  # JSON list of paths
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    delivered_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    return value.isoformat()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    id: str
+    state: str
+    route: str
+    model: str
+    study_uid: str
+    series_uids: list[str]
+    attempts: int
+    result_id: str | None
+    outputs: list[dict]
+    summary: dict | None
+    error: str | None
+    created_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: PacsAnalysisRow) -> Analysis:
+        return cls(
+            id=row.id,
+            state=row.state,
+            route=row.route,
+            model=row.model,
+            study_uid=row.study_uid,
+            series_uids=json.loads(row.series_uids),
+            attempts=row.attempts,
+            result_id=row.result_id,
+            outputs=json.loads(row.outputs) if row.outputs else [],
+            summary=json.loads(row.summary) if row.summary else None,
+            error=row.error,
+            created_at=_iso(row.created_at),
+            finished_at=_iso(row.finished_at),
+        )
+
+    def to_json(self) -> dict:
+        out = dict(self.__dict__)
+        out["outputs"] = [{k: v for k, v in o.items() if k != "path"} for o in self.outputs]
+        return out
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    analysis_id: str
+    destination: str
+    state: str
+    files: list[str]
+    attempts: int
+    next_attempt_at: str | None
+    delivered_at: str | None
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: PacsDeliveryRow) -> Delivery:
+        return cls(
+            id=row.id,
+            analysis_id=row.analysis_id,
+            destination=row.destination,
+            state=row.state,
+            files=json.loads(row.files),
+            attempts=row.attempts,
+            next_attempt_at=_iso(row.next_attempt_at),
+            delivered_at=_iso(row.delivered_at),
+            last_error=row.last_error,
+        )
+
+    def to_json(self) -> dict:
+        out = dict(self.__dict__)
+        out["files"] = len(self.files)
+        return out
+
+
+def _series_json(row: PacsSeriesRow) -> dict:
+    return {
+        "series_uid": row.series_uid,
+        "study_uid": row.study_uid,
+        "state": row.state,
+        "modality": row.modality,
+        "series_description": row.description,
+        "body_part": row.body_part,
+        "instances": row.instances,
+        "route": row.route,
+        "analysis_id": row.analysis_id,
+        "received_at": _iso(row.received_at),
+    }
+
+
+class PacsStore:
+    """Rows and files of everything that came in over DICOMweb and what was sent back."""
+
+    def __init__(self, engine: Engine, artifact_dir: Path) -> None:
+        self.engine = engine
+        self.root = Path(artifact_dir) / "pacs"
+        tables = [PacsSeriesRow.__table__, PacsAnalysisRow.__table__, PacsDeliveryRow.__table__]
+        Base.metadata.create_all(engine, tables=tables)
+
+    # -- receiving -------------------------------------------------------------------
+    def series_folder(self, study_uid: str, series_uid: str) -> Path:
+        return self.root / "instances" / study_uid / series_uid
+
+    def output_folder(self, analysis_id: str) -> Path:
+        return self.root / "outputs" / analysis_id
+
+    def accept(self, instance: CheckedInstance) -> None:
+        """Move a checked part into its series folder and record the series as receiving."""
+        folder = self.series_folder(instance.study_uid, instance.series_uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{instance.sop_instance_uid}.dcm"
+        new = not target.exists()
+        os.replace(instance.part.path, target)
+        ds = instance.dataset
+        info = {
+            "modality": str(ds.get("Modality", ""))[:16],
+            "description": str(ds.get("SeriesDescription", ""))[:200],
+            "body_part": str(ds.get("BodyPartExamined", ""))[:64],
+            "image_type": "\\".join(str(v) for v in (ds.get("ImageType") or []))[:200],
+        }
+        for _ in range(3):  # two workers may create the same series row at once
+            try:
+                self._upsert_series(instance, info, new)
+                return
+            except IntegrityError:
+                continue
+
+    def _upsert_series(self, instance: CheckedInstance, info: dict, new: bool) -> None:
+        now = utcnow()
+        with Session(self.engine) as s, s.begin():
+            row = s.get(PacsSeriesRow, instance.series_uid)
+            if row is None:
+                s.add(
+                    PacsSeriesRow(
+                        series_uid=instance.series_uid,
+                        study_uid=instance.study_uid,
+                        state=SeriesState.RECEIVING.value,
+                        instances=1,
+                        first_received_at=now,
+                        received_at=now,
+                        **info,
+                    )
+                )
+                return
+            row.state = SeriesState.RECEIVING.value
+            row.received_at = now
+            row.route = row.analysis_id = None
+            row.instances += 1 if new else 0
+
+    def end_request(self, series_uids: set[str]) -> None:
+        """The request that brought these series is over: they may now be assembled."""
+        if not series_uids:
+            return
+        with Session(self.engine) as s, s.begin():
+            s.execute(
+                update(PacsSeriesRow)
+                .where(
+                    PacsSeriesRow.series_uid.in_(series_uids),
+                    PacsSeriesRow.state == SeriesState.RECEIVING.value,
+                )
+                .values(state=SeriesState.RECEIVED.value, received_at=utcnow())
+            )
+
+    # -- assembling ------------------------------------------------------------------
+    def assemble(self, config: PacsConfig, settle: datetime.timedelta) -> list[Analysis]:
+        """Route the series received at least ``settle`` ago; queue their analyses.
+
+        A study-grouped route waits until no series of the study is still receiving.
+        """
+        cutoff = utcnow() - settle
+        created = []
+        with Session(self.engine) as s, s.begin():
+            ready = s.scalars(
+                select(PacsSeriesRow).where(
+                    PacsSeriesRow.state == SeriesState.RECEIVED.value,
+                    PacsSeriesRow.received_at <= cutoff,
+                )
+            ).all()
+            groups: dict[tuple, list[PacsSeriesRow]] = {}
+            for row in ready:
+                info = SeriesInfo(
+                    row.modality, row.description, row.body_part, tuple(row.image_type.split("\\"))
+                )
+                route = config.route_for(info)
+                if route is None:
+                    row.state = SeriesState.UNROUTED.value
+                    continue
+                row.route = route.name
+                key = (route.name, row.study_uid) if route.group is Group.STUDY else (
+                    route.name, row.series_uid)
+                groups.setdefault(key, []).append(row)
+            routes = {r.name: r for r in config.routes}
+            for (route_name, _), rows in groups.items():
+                route = routes[route_name]
+                if route.group is Group.STUDY:
+                    busy = s.scalar(
+                        select(func.count()).where(
+                            PacsSeriesRow.study_uid == rows[0].study_uid,
+                            PacsSeriesRow.state == SeriesState.RECEIVING.value,
+                        )
+                    )
+                    if busy:
+                        continue
+                analysis_id = uuid.uuid4().hex
+                for row in rows:
+                    row.state = SeriesState.QUEUED.value
+                    row.analysis_id = analysis_id
+                analysis = PacsAnalysisRow(
+                    id=analysis_id,
+                    state=AnalysisState.QUEUED.value,
+                    route=route.name,
+                    model=route.model,
+                    study_uid=rows[0].study_uid,
+                    series_uids=json.dumps(sorted(r.series_uid for r in rows)),
+                    created_at=datetime.datetime.now(datetime.UTC),
+                    attempts=0,
+                )
+                s.add(analysis)
+                s.flush()
+                created.append(Analysis.from_row(analysis))
+        return created
+
+    def series_files(self, analysis: Analysis) -> list[Path]:
+        """The instance files of an analysis's series."""
+        files = []
+        for series_uid in analysis.series_uids:
+            files.extend(sorted(self.series_folder(analysis.study_uid, series_uid).glob("*.dcm")))
+        return files
+
+    # -- analyses --------------------------------------------------------------------
+    def analysis(self, analysis_id: str) -> Analysis:
+        with Session(self.engine) as s:
+            row = s.get(PacsAnalysisRow, analysis_id)
+            if row is None:
+                raise NotFound(f"no analysis {analysis_id!r}", code="analysis_not_found")
+            return Analysis.from_row(row)
+
+    def claim(self, worker: str) -> Analysis | None:
+        """Take the oldest queued analysis (atomically: one worker per analysis)."""
+        with Session(self.engine) as s:
+            candidates = s.scalars(
+                select(PacsAnalysisRow.id)
+                .where(PacsAnalysisRow.state == AnalysisState.QUEUED.value)
+                .order_by(PacsAnalysisRow.created_at)
+                .limit(5)
+            ).all()
+        for analysis_id in candidates:
+            with Session(self.engine) as s, s.begin():
+                taken = s.execute(
+                    update(PacsAnalysisRow)
+                    .where(
+                        PacsAnalysisRow.id == analysis_id,
+                        PacsAnalysisRow.state == AnalysisState.QUEUED.value,
+                    )
+                    .values(
+                        state=AnalysisState.RUNNING.value,
+                        worker=worker,
+                        started_at=utcnow(),
+                        attempts=PacsAnalysisRow.attempts + 1,
+                    )
+                ).rowcount
+            if taken:
+                return self.analysis(analysis_id)
+        return None
+
+    def finish(
+        self,
+        analysis_id: str,
+        *,
+        result_id: str | None = None,
+        outputs: list[dict] | None = None,
+        summary: dict | None = None,
+        error: str | None = None,
+        deliveries: dict[str, list[str]] | None = None,
+    ) -> Analysis:
+        """Record an analysis's outcome and queue its deliveries (destination -> files)."""
+        now = utcnow()
+        with Session(self.engine) as s, s.begin():
+            row = s.get(PacsAnalysisRow, analysis_id)
+            row.state = (AnalysisState.FAILED if error else AnalysisState.DONE).value
+            row.finished_at = now
+            row.result_id = result_id
+            row.outputs = json.dumps(outputs or [])
+            row.summary = json.dumps(summary) if summary is not None else None
+            row.error = error
+            for destination, files in (deliveries or {}).items():
+                s.add(
+                    PacsDeliveryRow(
+                        id=uuid.uuid4().hex,
+                        analysis_id=analysis_id,
+                        destination=destination,
+                        state=DeliveryState.PENDING.value,
+                        files=json.dumps(files),
+                        attempts=0,
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                )
+        return self.analysis(analysis_id)
+
+    def recover(self, workers_alive) -> list[str]:
+        """Queue again (or fail) running analyses whose worker is gone."""
+        recovered = []
+        with Session(self.engine) as s, s.begin():
+            rows = s.scalars(
+                select(PacsAnalysisRow).where(PacsAnalysisRow.state == AnalysisState.RUNNING.value)
+            ).all()
+            for row in rows:
+                if workers_alive(row.worker):
+                    continue
+                if row.attempts >= MAX_ATTEMPTS:
+                    row.state = AnalysisState.FAILED.value
+                    row.error = f"its worker died {row.attempts} times"
+                    row.finished_at = utcnow()
+                else:
+                    row.state = AnalysisState.QUEUED.value
+                recovered.append(row.id)
+        return recovered
+
+    def list_analyses(self, limit: int = 100) -> list[Analysis]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(PacsAnalysisRow).order_by(PacsAnalysisRow.created_at.desc()).limit(limit)
+            )
+            return [Analysis.from_row(r) for r in rows]
+
+    def list_series(self, limit: int = 200) -> list[dict]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(PacsSeriesRow).order_by(PacsSeriesRow.received_at.desc()).limit(limit)
+            )
+            return [_series_json(r) for r in rows]
+
+    # -- deliveries ------------------------------------------------------------------
+    def due_deliveries(self, limit: int = 20) -> list[Delivery]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(PacsDeliveryRow)
+                .where(
+                    PacsDeliveryRow.state == DeliveryState.PENDING.value,
+                    PacsDeliveryRow.next_attempt_at <= utcnow(),
+                )
+                .order_by(PacsDeliveryRow.next_attempt_at)
+                .limit(limit)
+            )
+            return [Delivery.from_row(r) for r in rows]
+
+    def delivery_attempted(
+        self, delivery_id: str, error: str | None, retry_in: datetime.timedelta | None
+    ) -> Delivery:
+        """Record one attempt: delivered (``error`` None), retried after ``retry_in``, or
+        failed for good (``retry_in`` None)."""
+        now = utcnow()
+        with Session(self.engine) as s, s.begin():
+            row = s.get(PacsDeliveryRow, delivery_id)
+            row.attempts += 1
+            row.last_error = error
+            if error is None:
+                row.state, row.delivered_at = DeliveryState.DELIVERED.value, now
+            elif retry_in is None:
+                row.state = DeliveryState.FAILED.value
+            else:
+                row.next_attempt_at = now + retry_in
+        return self.delivery(delivery_id)
+
+    def delivery(self, delivery_id: str) -> Delivery:
+        with Session(self.engine) as s:
+            row = s.get(PacsDeliveryRow, delivery_id)
+            if row is None:
+                raise NotFound(f"no delivery {delivery_id!r}", code="delivery_not_found")
+            return Delivery.from_row(row)
+
+    def retry_delivery(self, delivery_id: str) -> Delivery:
+        """Send a delivery again now (an operator's retry of a failed one)."""
+        with Session(self.engine) as s, s.begin():
+            row = s.get(PacsDeliveryRow, delivery_id)
+            if row is None:
+                raise NotFound(f"no delivery {delivery_id!r}", code="delivery_not_found")
+            row.state, row.next_attempt_at = DeliveryState.PENDING.value, utcnow()
+        return self.delivery(delivery_id)
+
+    def list_deliveries(self, limit: int = 200, analysis_id: str | None = None) -> list[Delivery]:
+        with Session(self.engine) as s:
+            query = select(PacsDeliveryRow).order_by(PacsDeliveryRow.created_at.desc())
+            if analysis_id:
+                query = query.where(PacsDeliveryRow.analysis_id == analysis_id)
+            return [Delivery.from_row(r) for r in s.scalars(query.limit(limit))]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Rows per state, for ``/metrics``."""
+        out = {}
+        with Session(self.engine) as s:
+            for name, table in (
+                ("series", PacsSeriesRow),
+                ("analyses", PacsAnalysisRow),
+                ("deliveries", PacsDeliveryRow),
+            ):
+                rows = s.execute(select(table.state, func.count()).group_by(table.state))
+                out[name] = {state: n for state, n in rows}
+        return out
+
+
+def next_retry(attempts: int, base_seconds: float, max_seconds: float) -> datetime.timedelta:
+    """Exponential backoff: base, 2 x base, 4 x base ... capped at ``max_seconds``."""
+    return datetime.timedelta(seconds=min(max_seconds, base_seconds * 2 ** max(attempts - 1, 0)))
