@@ -46,9 +46,7 @@ def _labels_of(version: ModelVersion) -> set[int]:
     return {label.value for label in version.card.labels}
 
 
-def analyse(
-    files: list[Path], models: ModelServer, model: str, folder: Path
-) -> AnalysisOutput:
+def analyse(files: list[Path], models: ModelServer, model: str, folder: Path) -> AnalysisOutput:
     """Segment and measure the instances in ``files`` with ``model``'s production version;
     write the SEG(s) and SR under ``folder``."""
     started = time.perf_counter()

@@ -302,8 +302,11 @@ class PacsStore:
                     row.state = SeriesState.UNROUTED.value
                     continue
                 row.route = route.name
-                key = (route.name, row.study_uid) if route.group is Group.STUDY else (
-                    route.name, row.series_uid)
+                key = (
+                    (route.name, row.study_uid)
+                    if route.group is Group.STUDY
+                    else (route.name, row.series_uid)
+                )
                 groups.setdefault(key, []).append(row)
             routes = {r.name: r for r in config.routes}
             for (route_name, _), rows in groups.items():

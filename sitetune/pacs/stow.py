@@ -66,7 +66,7 @@ def boundary_of(content_type: str | None) -> bytes:
     """The multipart boundary of a STOW-RS request, after checking its media type."""
     if not content_type:
         raise UnsupportedInput(
-            "STOW-RS needs Content-Type: multipart/related; type=\"application/dicom\"",
+            'STOW-RS needs Content-Type: multipart/related; type="application/dicom"',
             code="unsupported_media_type",
         )
     media, options = parse_options_header(content_type)
@@ -79,7 +79,7 @@ def boundary_of(content_type: str | None) -> bytes:
     part_type = options.get("type", DICOM_MEDIA_TYPE).strip('"').lower()
     if part_type != DICOM_MEDIA_TYPE:
         raise UnsupportedInput(
-            f"only type=\"application/dicom\" parts are accepted, got {part_type!r} "
+            f'only type="application/dicom" parts are accepted, got {part_type!r} '
             "(metadata + bulk data uploads are not supported)",
             code="unsupported_media_type",
         )
@@ -180,10 +180,12 @@ def check_instance(part: ReceivedPart, study_uid: str | None = None) -> CheckedI
     checked = CheckedInstance(part)
     try:
         ds = pydicom.dcmread(part.path, force=False)
-        checked.sop_class_uid = str(ds.get("SOPClassUID", "") or ds.file_meta.get(
-            "MediaStorageSOPClassUID", ""))
-        checked.sop_instance_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get(
-            "MediaStorageSOPInstanceUID", ""))
+        checked.sop_class_uid = str(
+            ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "")
+        )
+        checked.sop_instance_uid = str(
+            ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", "")
+        )
         checked.study_uid = str(ds.get("StudyInstanceUID", ""))
         checked.series_uid = str(ds.get("SeriesInstanceUID", ""))
         uids = (checked.sop_class_uid, checked.sop_instance_uid, checked.study_uid,
@@ -198,9 +200,7 @@ def check_instance(part: ReceivedPart, study_uid: str | None = None) -> CheckedI
                 f"pixel data holds {len(ds.PixelData)} bytes, its header needs {expected}",
             )
         if study_uid is not None and checked.study_uid != study_uid:
-            return _failed(
-                checked, DATASET_DOES_NOT_MATCH, "the instance belongs to another study"
-            )
+            return _failed(checked, DATASET_DOES_NOT_MATCH, "the instance belongs to another study")
     except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError) as error:
         return _failed(checked, CANNOT_UNDERSTAND, f"not a readable DICOM instance: {error}")
     if "PixelData" in ds:
