@@ -54,6 +54,25 @@ class Settings(BaseSettings):
         60.0, gt=0, description="a running job without a heartbeat this long is recovered"
     )
     worker_poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks")
+    pacs_config: Path | None = Field(
+        None, description="PACS routes and destinations (TOML); default: <data_dir>/pacs.toml"
+    )
+    embedded_pacs_worker: bool = Field(
+        True, description="the serve command also runs the PACS worker (analyses, deliveries)"
+    )
+    pacs_settle_seconds: float = Field(
+        2.0, ge=0, description="a series is assembled this long after its last request ended"
+    )
+    pacs_retry_seconds: float = Field(
+        10.0, gt=0, description="first delay before a failed delivery is tried again (doubles)"
+    )
+    pacs_retry_max_seconds: float = Field(600.0, gt=0, description="longest delay between tries")
+    pacs_delivery_max_attempts: int = Field(
+        200, ge=1, description="a delivery is marked failed after this many tries"
+    )
+    pacs_max_request_bytes: int = Field(
+        16 << 30, description="largest accepted STOW-RS request body (bytes)"
+    )
     zip_max_total_bytes: int = 8 << 30
     zip_max_members: int = 20_000
     zip_max_ratio: float = 200.0
@@ -69,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def resolved_tokens_file(self) -> Path:
         return (self.tokens_file or self.data_dir / "tokens.json").resolve()
+
+    @property
+    def resolved_pacs_config(self) -> Path:
+        return (self.pacs_config or self.data_dir / "pacs.toml").resolve()
 
     @property
     def zip_limits(self) -> ZipLimits:

@@ -3,7 +3,8 @@
 Bootstrap (once, before any worker starts): state folders, bearer tokens (generated and
 printed when none are configured), built-in models registered as ``production``. With
 ``SITETUNE_EMBEDDED_WORKER`` (the default) it also starts ``sitetune-worker --supervise``,
-the fine-tune worker, which stops when the service stops.
+the fine-tune worker, and with ``SITETUNE_EMBEDDED_PACS_WORKER`` ``sitetune-pacs
+--supervise``, the PACS worker; both stop when the service stops.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 
+from sitetune.errors import SitetuneError
 from sitetune.service.state import bootstrap
 from sitetune.settings import Settings
 
@@ -28,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
-    bootstrap(settings)
+    try:
+        bootstrap(settings)
+    except SitetuneError as error:  # e.g. a malformed PACS routing file
+        print(f"sitetune: cannot start: {error.message}", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -41,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, SITETUNE_DATA_DIR=str(settings.data_dir.resolve()))
     overrides = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
     env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.sitetune.workers={workers}"])
-    if settings.embedded_worker:  # its parent becomes the bentoml process (same pid)
-        worker = os.path.join(os.path.dirname(sys.executable), "sitetune-worker")
-        subprocess.Popen([worker, "--supervise"], env=env)
+    for enabled, command in (
+        (settings.embedded_worker, "sitetune-worker"),
+        (settings.embedded_pacs_worker, "sitetune-pacs"),
+    ):
+        if enabled:  # its parent becomes the bentoml process (same pid)
+            executable = os.path.join(os.path.dirname(sys.executable), command)
+            subprocess.Popen([executable, "--supervise"], env=env)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
     os.execve(
         bentoml,

@@ -3,9 +3,15 @@ them across worker processes)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from sitetune.models.registry import ModelVersion
+from sitetune.pacs.store import PacsStore
+
+logger = logging.getLogger(__name__)
 
 STAGE_SECONDS = Histogram(
     "sitetune_inference_stage_seconds",
@@ -19,3 +25,36 @@ REGISTRY_EVENTS = Counter("sitetune_registry_events_total", "Registry changes", 
 def observe_stages(version: ModelVersion, backend: str, timings_ms: dict[str, float]) -> None:
     for stage, ms in timings_ms.items():
         STAGE_SECONDS.labels(version.name, str(version.version), backend, stage).observe(ms / 1000)
+
+
+PACS_ROWS = Gauge(
+    "sitetune_pacs_rows",
+    "PACS series, analyses and deliveries per state (from the database)",
+    ["table", "state"],
+    multiprocess_mode="livemax",
+)
+PACS_REFRESH_SECONDS = 5.0
+
+
+def start_pacs_gauges(store: PacsStore) -> None:
+    """Refresh `PACS_ROWS` from the database every few seconds in a daemon thread (the
+    PACS worker is not a BentoML worker, so its state is exported from here)."""
+
+    def refresh() -> None:
+        while True:
+            try:
+                for table, states in store.counts().items():
+                    for name in _STATES[table]:
+                        PACS_ROWS.labels(table, name).set(states.get(name, 0))
+            except Exception:  # a locked or missing database: try again next time
+                logger.debug("could not refresh the PACS gauges", exc_info=True)
+            threading.Event().wait(PACS_REFRESH_SECONDS)
+
+    threading.Thread(target=refresh, name="pacs-gauges", daemon=True).start()
+
+
+_STATES = {
+    "series": ("receiving", "received", "queued", "unrouted"),
+    "analyses": ("queued", "running", "done", "failed"),
+    "deliveries": ("pending", "delivered", "failed"),
+}

@@ -11,6 +11,8 @@ from sitetune.db import make_engine
 from sitetune.models.builtin import register_builtins
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
+from sitetune.pacs.routing import load_config
+from sitetune.pacs.store import PacsStore
 from sitetune.results import ResultStore
 from sitetune.service.auth import TokenStore
 from sitetune.settings import Settings
@@ -27,6 +29,7 @@ class AppState:
     models: ModelServer
     tokens: TokenStore
     jobs: JobStore
+    pacs: PacsStore
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -42,6 +45,7 @@ class AppState:
             models=ModelServer.from_settings(registry, settings),
             tokens=load_tokens(settings),
             jobs=JobStore(engine, artifacts),
+            pacs=PacsStore(engine, artifacts),
         )
 
 
@@ -67,6 +71,12 @@ def bootstrap(settings: Settings) -> None:
         )
         for role, token in tokens.items():
             print(f"  {role}: {token}", file=sys.stderr)
+    config = load_config(settings.resolved_pacs_config)  # a bad file stops the start here
+    print(
+        f"sitetune: PACS routes {[r.name for r in config.routes]}, destinations "
+        f"{ {n: d.describe() for n, d in config.destinations.items()} }",
+        file=sys.stderr,
+    )
     state = AppState.build(settings)
     for version in register_builtins(state.registry):
         print(f"sitetune: registered built-in model {version.ref} as production", file=sys.stderr)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import socket
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +28,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from sitetune.db import Base, utcnow
 from sitetune.errors import Conflict, NotFound
+from sitetune.processes import process_gone
 
 MAX_ATTEMPTS = 3  # a job is resumed at most this many times after its worker died
 
@@ -135,26 +134,6 @@ class Job:
             "error": self.error,
             "result": self.result,
         }
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_gone(worker: str | None) -> bool:
-    """True when ``worker`` ("host:pid") ran on this host and its process no longer exists."""
-    if not worker or ":" not in worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class JobStore:
@@ -318,7 +297,7 @@ class JobStore:
         for row in running:
             heartbeat = row.heartbeat_at
             stale = heartbeat is None or heartbeat.replace(tzinfo=datetime.UTC) < cutoff
-            if not (stale or _process_gone(row.worker)):
+            if not (stale or process_gone(row.worker)):
                 continue
             if row.cancel_requested:
                 values = {"state": JobState.CANCELLED.value, "finished_at": utcnow()}

@@ -18,10 +18,7 @@ import argparse
 import datetime
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -33,6 +30,7 @@ from sitetune.db import make_engine
 from sitetune.errors import InvalidInput, SitetuneError
 from sitetune.models.importing import load_torch_network, register_weights
 from sitetune.models.registry import CANDIDATE, Registry
+from sitetune.processes import supervise, worker_identity
 from sitetune.settings import Settings
 from sitetune.training.datasets import dataset_root, validate_site_dataset
 from sitetune.training.evaluation import evaluate_networks, promotion_gate
@@ -42,7 +40,7 @@ from sitetune.training.finetune import (
     split_cases,
     training_cases,
 )
-from sitetune.training.jobs import Job, JobState, JobStore, worker_identity
+from sitetune.training.jobs import Job, JobState, JobStore
 from sitetune.training.loop import Trainer, validation_patches
 
 logger = logging.getLogger(__name__)
@@ -327,35 +325,6 @@ class Worker:
                 self.stopping.wait(self.poll_seconds)
 
 
-def _supervise(argv: list[str]) -> int:
-    """Run a worker child and start a new one whenever it dies; stop with the parent."""
-    parent = os.getppid()
-    child: subprocess.Popen | None = None
-    stopping = False
-
-    def stop(*_args) -> None:
-        nonlocal stopping
-        stopping = True
-        if child is not None and child.poll() is None:
-            child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    command = [sys.executable, "-m", "sitetune.training.worker", *argv]
-    while not stopping:
-        child = subprocess.Popen(command)
-        while child.poll() is None:
-            if os.getppid() != parent:  # the service is gone: stop with it
-                stop()
-            time.sleep(0.5)
-        if not stopping:
-            logger.warning("worker exited with %s; starting a new one", child.returncode)
-            time.sleep(1.0)
-    if child is not None:
-        child.wait()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sitetune-worker", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -364,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.supervise:
-        return _supervise(rest)
+        return supervise("sitetune.training.worker", rest)
     settings = Settings()
     settings.prepare()
     worker = Worker(settings)

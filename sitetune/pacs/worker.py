@@ -1,0 +1,148 @@
+"""``sitetune-pacs``: the PACS worker. It assembles received series into analyses by the
+routing rules, runs them (segment, measure, SEG + SR), and delivers the outputs to each
+route's destinations, retrying with backoff. All its state is in the database, so a
+restart (or a second worker) carries on where the last one stopped.
+
+The serve command starts it (``--supervise``: restarted whenever it dies) unless
+``SITETUNE_EMBEDDED_PACS_WORKER=false``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import signal
+import threading
+import traceback
+from pathlib import Path
+
+from sitetune.db import make_engine
+from sitetune.errors import SitetuneError
+from sitetune.models.registry import Registry
+from sitetune.models.serving import ModelServer
+from sitetune.pacs.analysis import analyse
+from sitetune.pacs.delivery import DeliveryError, deliver
+from sitetune.pacs.routing import PacsConfig, load_config
+from sitetune.pacs.store import Analysis, Delivery, PacsStore, next_retry
+from sitetune.processes import process_gone, supervise, worker_identity
+from sitetune.settings import Settings
+
+logger = logging.getLogger("sitetune.pacs")
+
+
+class PacsWorker:
+    """One loop: recover, assemble, run one analysis, send due deliveries."""
+
+    def __init__(self, settings: Settings, config: PacsConfig | None = None) -> None:
+        engine = make_engine(settings.resolved_database_url)
+        artifacts = settings.resolved_artifact_dir
+        self.settings = settings
+        self.store = PacsStore(engine, artifacts)
+        self.config = config or load_config(settings.resolved_pacs_config)
+        self.models = ModelServer.from_settings(Registry(engine, artifacts), settings)
+        self.identity = worker_identity()
+        self.stopping = threading.Event()
+
+    def run_once(self) -> bool:
+        """One pass; True when it did some work."""
+        for analysis_id in self.store.recover(lambda w: not process_gone(w)):
+            logger.info("analysis %s: its worker died; recovered", analysis_id)
+        settle = datetime.timedelta(seconds=self.settings.pacs_settle_seconds)
+        for analysis in self.store.assemble(self.config, settle):
+            logger.info(
+                "analysis %s queued: route %s, %d series",
+                analysis.id, analysis.route, len(analysis.series_uids),
+            )  # fmt: skip
+        worked = False
+        analysis = self.store.claim(self.identity)
+        if analysis is not None:
+            self.run_analysis(analysis)
+            worked = True
+        for delivery in self.store.due_deliveries():
+            self.run_delivery(delivery)
+            worked = True
+        return worked
+
+    def run_analysis(self, analysis: Analysis) -> Analysis:
+        route = next((r for r in self.config.routes if r.name == analysis.route), None)
+        folder = self.store.output_folder(analysis.id)
+        try:
+            if route is None:
+                raise SitetuneError(f"route {analysis.route!r} is no longer configured")
+            output = analyse(self.store.series_files(analysis), self.models, route.model, folder)
+        except SitetuneError as error:
+            logger.warning("analysis %s failed: %s", analysis.id, error.message)
+            return self.store.finish(analysis.id, error=f"{error.code}: {error.message}")
+        except Exception as error:  # recorded, never lost: the row says what went wrong
+            logger.error("analysis %s failed:\n%s", analysis.id, traceback.format_exc())
+            message = f"internal: {type(error).__name__}: {error}"
+            return self.store.finish(analysis.id, error=message)
+        files = [item["path"] for item in output.files]
+        done = self.store.finish(
+            analysis.id,
+            outputs=output.files,
+            summary=output.summary,
+            deliveries={name: files for name in route.destinations},
+        )
+        logger.info(
+            "analysis %s done in %.1f s: %d objects for %s",
+            analysis.id, output.summary["timings_ms"]["total"] / 1000, len(files),
+            list(route.destinations) or "no destination",
+        )  # fmt: skip
+        return done
+
+    def run_delivery(self, delivery: Delivery) -> Delivery:
+        destination = self.config.destinations.get(delivery.destination)
+        try:
+            if destination is None:
+                raise DeliveryError(f"destination {delivery.destination!r} is not configured")
+            deliver(destination, [Path(p) for p in delivery.files])
+        except DeliveryError as error:
+            attempts = delivery.attempts + 1
+            retry = None
+            if attempts < self.settings.pacs_delivery_max_attempts:
+                retry = next_retry(
+                    attempts,
+                    self.settings.pacs_retry_seconds,
+                    self.settings.pacs_retry_max_seconds,
+                )
+            logger.warning(
+                "delivery %s to %s, attempt %d: %s; %s",
+                delivery.id, delivery.destination, attempts, error,
+                f"next try in {retry.total_seconds():.0f} s" if retry else "giving up",
+            )  # fmt: skip
+            return self.store.delivery_attempted(delivery.id, str(error), retry)
+        logger.info("delivery %s to %s: delivered", delivery.id, delivery.destination)
+        return self.store.delivery_attempted(delivery.id, None, None)
+
+    def serve_forever(self, poll_seconds: float = 0.5) -> None:
+        while not self.stopping.is_set():
+            if not self.run_once():
+                self.stopping.wait(poll_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sitetune-pacs", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--supervise", action="store_true", help="restart the worker whenever it dies"
+    )
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.supervise:
+        return supervise("sitetune.pacs.worker", rest)
+    settings = Settings()
+    settings.prepare()
+    worker = PacsWorker(settings)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    logger.info(
+        "sitetune PACS worker %s: %d routes, destinations %s",
+        worker.identity, len(worker.config.routes),
+        {n: d.describe() for n, d in worker.config.destinations.items()},
+    )  # fmt: skip
+    worker.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

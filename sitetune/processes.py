@@ -1,0 +1,64 @@
+"""Background processes: who is running work (``host:pid``), whether it is still alive,
+and a supervisor that restarts a worker process whenever it dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_gone(worker: str | None) -> bool:
+    """True when ``worker`` ("host:pid") ran on this host and its process no longer exists."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def supervise(module: str, argv: list[str]) -> int:
+    """Run ``python -m module argv`` and start a new one whenever it dies; stop with the
+    parent process (the service)."""
+    parent = os.getppid()
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(*_args) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    command = [sys.executable, "-m", module, *argv]
+    while not stopping:
+        child = subprocess.Popen(command)
+        while child.poll() is None:
+            if os.getppid() != parent:  # the service is gone: stop with it
+                stop()
+            time.sleep(0.5)
+        if not stopping:
+            logger.warning("%s exited with %s; starting a new one", module, child.returncode)
+            time.sleep(1.0)
+    if child is not None:
+        child.wait()
+    return 0
