@@ -1,4 +1,5 @@
-"""``sitetune``: the command line of the sitetune service (fine-tune jobs and models).
+"""``sitetune``: the command line of the sitetune service (fine-tune jobs, models, and the
+DIMSE bridge).
 
 It parses arguments, calls `SitetuneClient` and prints what `render` makes of the answer
 (``--json``: the answer itself). Exit codes: 0 done; 1 the followed job failed or was
@@ -8,15 +9,18 @@ could not be reached; 4 the service failed (HTTP 5xx or an unreadable answer);
 
     sitetune jobs submit site.zip --base lv-ct:production --epochs 20 --wait
     sitetune models promote lv-ct 4 --reason "site B fine-tune, Dice 0.89"
+    sitetune bridge --ae-title SITETUNE --port 11112 --token $PACS_TOKEN
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -253,6 +257,46 @@ def _models_parser(commands: argparse._SubParsersAction) -> None:
     rollback.add_argument("--reason", required=True, help="recorded in the audit log")
 
 
+def _bridge(client: SitetuneClient, args: argparse.Namespace) -> int:
+    from sitetune.clients.bridge import Bridge  # pynetdicom only for this command
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    Bridge(
+        client.base_url,
+        client.auth_headers,
+        Path(args.spool),
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
+        allowed_callers=args.allow,
+        idle_seconds=args.idle_seconds,
+    ).serve_forever()
+    return 0
+
+
+def _bridge_parser(commands: argparse._SubParsersAction) -> None:
+    summary = "DIMSE C-STORE SCP forwarding each received study to the service (STOW-RS)"
+    bridge = commands.add_parser("bridge", help=summary, description=summary)
+    _global_options(bridge, suppress=True)
+    bridge.set_defaults(handler=_bridge)
+    bridge.add_argument("--ae-title", default="SITETUNE", help="called AE title to answer")
+    bridge.add_argument("--host", default="0.0.0.0", help="listen address (default all)")
+    bridge.add_argument("--port", type=int, default=11112, help="listen port (default 11112)")
+    bridge.add_argument(
+        "--allow", action="append", metavar="AE", help="accept only these calling AE titles"
+    )
+    bridge.add_argument(
+        "--spool", default="var/bridge-spool", help="where instances wait to be forwarded"
+    )
+    bridge.add_argument(
+        "--idle-seconds",
+        type=_positive,
+        default=30.0,
+        help="forward a study this long after its last instance even if the association "
+        "is still open (default 30)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitetune", description="Command line of the sitetune service."
@@ -261,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _jobs_parser(commands)
     _models_parser(commands)
+    _bridge_parser(commands)
     return parser
 
 

@@ -68,6 +68,7 @@ class SitetuneClient:
     def __init__(self, base_url: str, token: str | None, timeout: float = 300) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
+        self.auth_headers = headers
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def close(self) -> None:

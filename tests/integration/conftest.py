@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,73 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.integration.orthanc import Orthanc, free_port, orthanc_missing
 
 TOKENS = {"clinical": "clinical-test-token", "pacs": "pacs-test-token", "ops": "ops-test-token"}
 MAX_UPLOAD_BYTES = 48 << 20
 WORKERS = 2
+# Ports of the Orthanc instances the PACS tests start (the service's routing file names
+# them before they exist: "later" is a destination that is down until a test starts it).
+ORTHANC_PORTS = {"http": free_port(), "dicom": free_port(), "later_http": free_port()}
+
+
+def pacs_config() -> str:
+    """The service's routing file in the tests: first matching route wins."""
+    return f"""
+[destinations.orthanc-web]
+type = "dicomweb"
+url = "http://127.0.0.1:{ORTHANC_PORTS['http']}/dicom-web"
+
+[destinations.orthanc-dimse]
+type = "dimse"
+host = "127.0.0.1"
+port = {ORTHANC_PORTS['dicom']}
+ae_title = "ORTHANC"
+timeout_seconds = 20
+
+[destinations.later]
+type = "dicomweb"
+url = "http://127.0.0.1:{ORTHANC_PORTS['later_http']}/dicom-web"
+timeout_seconds = 10
+
+[[routes]]
+name = "retry-ct"
+model = "lv-ct"
+modality = "CT"
+series_description = "retry"
+group = "study"
+destinations = ["later"]
+
+[[routes]]
+name = "dimse-ct"
+model = "lv-ct"
+modality = "CT"
+series_description = "via dimse"
+group = "study"
+destinations = ["orthanc-dimse"]
+
+[[routes]]
+name = "dimse-flair"
+model = "flair-lesion"
+modality = "MR"
+series_description = "via dimse"
+destinations = ["orthanc-dimse"]
+
+[[routes]]
+name = "cardiac-ct"
+model = "lv-ct"
+modality = "CT"
+series_description = "heart"
+group = "study"
+destinations = ["orthanc-web"]
+
+[[routes]]
+name = "brain-flair"
+model = "flair-lesion"
+modality = "MR"
+series_description = "flair"
+destinations = ["orthanc-web"]
+"""
 
 
 class Server:
@@ -53,8 +109,10 @@ class Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
+    (root / "data").mkdir()
+    (root / "data" / "pacs.toml").write_text(pacs_config())
     env = dict(
         os.environ,
         SITETUNE_DATA_DIR=str(root / "data"),
@@ -62,6 +120,9 @@ def server(tmp_path_factory) -> Server:
         SITETUNE_WORKERS=str(WORKERS),
         SITETUNE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
         SITETUNE_TOKENS=",".join(f"{r}={t}" for r, t in TOKENS.items()),
+        SITETUNE_PACS_SETTLE_SECONDS="1",
+        SITETUNE_PACS_RETRY_SECONDS="1",
+        SITETUNE_PACS_RETRY_MAX_SECONDS="2",
     )
     serve = Path(sys.executable).parent / "sitetune-serve"
     with log.open("w") as out:
@@ -94,3 +155,22 @@ def server(tmp_path_factory) -> Server:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def orthanc(server, tmp_path_factory):
+    """A real Orthanc whose DICOMweb client knows the service as server "sitetune"."""
+    if (why := orthanc_missing()) is not None:
+        pytest.skip(why)
+    peer = {
+        "Url": f"{server.base_url}/dicomweb/",
+        "HttpHeaders": {"Authorization": f"Bearer {TOKENS['pacs']}"},
+    }
+    instance = Orthanc(
+        tmp_path_factory.mktemp("orthanc"),
+        http_port=ORTHANC_PORTS["http"],
+        dicom_port=ORTHANC_PORTS["dicom"],
+        servers={"sitetune": peer},
+    ).start()
+    yield instance
+    instance.stop()

@@ -1,0 +1,375 @@
+"""PACS integration against a real Orthanc (DICOMweb client and C-STORE SCP), dcmtk's
+``dcmsend`` / ``echoscu`` and the real service with its PACS worker.
+
+The service's routing file (conftest `pacs_config`) sends results of "heart" / "flair"
+series back to Orthanc over STOW-RS, of "via dimse" series over C-STORE, and of "retry"
+series to a second Orthanc that is down until the retry test starts it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+
+from sitetune.imaging.dicom_write import write_dicom_series
+from sitetune.imaging.phantoms.brain import brain_phantom
+from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+from tests.conftest import dciodvfy_errors
+from tests.integration.conftest import ORTHANC_PORTS, TOKENS
+from tests.integration.orthanc import Orthanc, free_port
+
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+WALL_THICKNESS = "122445"
+DERIVATION = "121401"
+STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=b0undary'
+
+
+@pytest.fixture(scope="module")
+def cardiac():
+    return cardiac_phantom(412, "A", phases=3, spacing=(1.5, 1.5, 1.5))
+
+
+@pytest.fixture(scope="module")
+def flair():
+    return brain_phantom(21, "A", n_lesions=8)
+
+
+def _write(case, folder: Path, description: str) -> tuple[list[Path], str]:
+    files = write_dicom_series(case.image, folder, series_description=description)
+    return files, str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+
+def _wait(what: str, probe, timeout: float = 180.0, server=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    log = server.log.read_text()[-4000:] if server is not None else ""
+    pytest.fail(f"timed out waiting for {what}\n{log}")
+
+
+def _results_in(orthanc: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]] | None:
+    """SEG and SR objects of a study in Orthanc, once the SR is there."""
+    series = orthanc.series_of_study(study_uid)
+    by_modality: dict[str, list] = {}
+    for s in series:
+        modality = s["MainDicomTags"].get("Modality")
+        if modality in ("SEG", "SR"):
+            for raw in orthanc.instance_files(s):
+                by_modality.setdefault(modality, []).append(pydicom.dcmread(io.BytesIO(raw)))
+    return by_modality if "SR" in by_modality else None
+
+
+def _analysis(server, study_uid: str) -> dict:
+    with server.client("ops") as ops:
+        analyses = ops.get("/v1/pacs/analyses").json()["analyses"]
+        found = [a for a in analyses if a["study_uid"] == study_uid]
+        assert found, f"no analysis for the study; analyses: {analyses}"
+        return ops.get(f"/v1/pacs/analyses/{found[0]['id']}").json()
+
+
+def _numbers(sr: pydicom.Dataset) -> list[tuple[str, str | None, float]]:
+    """(concept code, derivation code, value) of every NUM item in the SR tree."""
+    out = []
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "NUM":
+                derivation = None
+                for child in item.get("ContentSequence", []):
+                    if child.ConceptNameCodeSequence[0].CodeValue == DERIVATION:
+                        derivation = child.ConceptCodeSequence[0].CodeValue
+                value = float(item.MeasuredValueSequence[0].NumericValue)
+                out.append((item.ConceptNameCodeSequence[0].CodeValue, derivation, value))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def _check_results(found, study_uid: str, source_series: set[str], tmp_path: Path) -> None:
+    """SEGs and SR in the study, referencing the source, valid per dciodvfy."""
+    for ds in [*found["SEG"], *found["SR"]]:
+        assert ds.StudyInstanceUID == study_uid
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path)
+        assert dciodvfy_errors(path) == [], f"dciodvfy errors in {ds.Modality}"
+    for seg in found["SEG"]:
+        assert seg.SOPClassUID == SEG_CLASS
+        assert {s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence} <= source_series
+    (sr,) = found["SR"]
+    assert sr.SOPClassUID == COMPREHENSIVE_3D_SR
+    evidence = {
+        series.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in series.ReferencedSOPSequence}
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+    }
+    seg_uids = {seg.SOPInstanceUID for seg in found["SEG"]}
+    assert seg_uids <= set().union(*evidence.values()), "the SR must reference every SEG"
+    assert source_series <= set(evidence), "the SR must reference the source series"
+
+
+def test_orthanc_stows_a_cardiac_study_and_gets_seg_and_sr_back(server, orthanc, cardiac, tmp_path):
+    files, study_uid = _write(cardiac, tmp_path / "ct", "cine heart")
+    orthanc_study = orthanc.upload(files)
+    with orthanc.client() as c:
+        sent = c.post("/dicom-web/servers/sitetune/stow", json={"Resources": [orthanc_study]})
+    assert sent.status_code == 200, sent.text  # Orthanc checks one reference per instance
+    found = _wait("SEG + SR in Orthanc", lambda: _results_in(orthanc, study_uid), server=server)
+    sources = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) for f in files}
+    _check_results(found, study_uid, sources, tmp_path)
+    assert len(found["SEG"]) == 2, "one SEG per measured phase (ED, ES)"
+
+    analysis = _analysis(server, study_uid)
+    assert analysis["state"] == "done" and analysis["route"] == "cardiac-ct"
+    assert len(analysis["series_uids"]) == 3, "one series per phase, analysed as one study"
+    ed, es = analysis["summary"]["thickness"]["ed"], analysis["summary"]["thickness"]["es"]
+    numbers = _numbers(found["SR"][0])
+    for phase in (ed, es):
+        for key, code in (("median", "373099004"), ("p95", "371889001"), ("max", "56851009")):
+            assert any(
+                name == WALL_THICKNESS and d == code and np.isclose(v, phase["thickness_mm"][key])
+                for name, d, v in numbers
+            ), f"{phase['role']} {key} thickness missing from the SR"
+    assert [d["state"] for d in analysis["deliveries"]] == ["delivered"]
+
+
+def test_orthanc_stows_a_flair_series_and_gets_lesion_seg_and_sr_back(
+    server, orthanc, flair, tmp_path
+):
+    files, study_uid = _write(flair, tmp_path / "mr", "FLAIR axial")
+    with orthanc.client() as c:
+        sent = c.post(
+            "/dicom-web/servers/sitetune/stow", json={"Resources": [orthanc.upload(files)]}
+        )
+    assert sent.status_code == 200, sent.text
+    found = _wait("SEG + SR in Orthanc", lambda: _results_in(orthanc, study_uid), server=server)
+    source = {str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)}
+    _check_results(found, study_uid, source, tmp_path)
+    lesions = _analysis(server, study_uid)["summary"]["lesions"]
+    numbers = _numbers(found["SR"][0])
+    assert ("246206008", None, float(lesions["count"])) in numbers
+    assert any(n == "118565006" and np.isclose(v, lesions["total_ml"], atol=1e-4)
+               for n, _, v in numbers)  # fmt: skip
+
+
+@pytest.fixture()
+def bridge(server, tmp_path):
+    """``sitetune bridge`` as a user runs it, forwarding to the service."""
+    port = free_port()
+    env = dict(os.environ, SITETUNE_URL=server.base_url, SITETUNE_TOKEN=TOKENS["pacs"])
+    log = (tmp_path / "bridge.log").open("w")
+    cli = Path(sys.executable).parent / "sitetune"
+    proc = subprocess.Popen(
+        [str(cli), "bridge", "--port", str(port), "--host", "127.0.0.1", "--ae-title",
+         "SITETUNE", "--spool", str(tmp_path / "spool"), "--idle-seconds", "5"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    echo = shutil.which("echoscu")
+    _wait("the bridge to listen", lambda: subprocess.run(
+        [echo, "-aec", "SITETUNE", "127.0.0.1", str(port)], capture_output=True
+    ).returncode == 0, timeout=60)  # fmt: skip
+    yield port
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+@pytest.mark.skipif(shutil.which("dcmsend") is None, reason="dcmtk is not installed")
+@pytest.mark.parametrize("kind", ["cardiac", "flair"])
+def test_dcmsend_through_the_bridge_results_come_back_by_c_store(
+    server, orthanc, bridge, kind, cardiac, flair, tmp_path
+):
+    case = cardiac if kind == "cardiac" else flair
+    files, study_uid = _write(case, tmp_path / "dcm", f"{kind} via dimse")
+    sent = subprocess.run(
+        ["dcmsend", "-aec", "SITETUNE", "127.0.0.1", str(bridge), "+sd", "+r",
+         str(tmp_path / "dcm")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    found = _wait("SEG + SR C-STOREd into Orthanc", lambda: _results_in(orthanc, study_uid),
+                  server=server)  # fmt: skip
+    sources = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) for f in files}
+    _check_results(found, study_uid, sources, tmp_path)
+    analysis = _analysis(server, study_uid)
+    assert analysis["route"] == ("dimse-ct" if kind == "cardiac" else "dimse-flair")
+    assert [d["destination"] for d in analysis["deliveries"]] == ["orthanc-dimse"]
+
+
+@pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk is not installed")
+def test_bridge_answers_echo_only_to_its_ae_title(bridge):
+    ok = subprocess.run(["echoscu", "-aec", "SITETUNE", "127.0.0.1", str(bridge)],
+                        capture_output=True)  # fmt: skip
+    wrong = subprocess.run(["echoscu", "-aec", "SOMEONE", "127.0.0.1", str(bridge)],
+                           capture_output=True)  # fmt: skip
+    assert ok.returncode == 0
+    assert wrong.returncode != 0, "an association called with another AE title is rejected"
+
+
+# -- STOW-RS edge cases, straight to the service ----------------------------------------
+
+
+def _multipart(parts: list[tuple[str, bytes]], boundary: str = "b0undary") -> bytes:
+    body = b""
+    for content_type, data in parts:
+        body += f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def _stow(server, body: bytes, content_type: str | None = None, role: str = "pacs", **kwargs):
+    content_type = content_type or STOW_TYPE
+    with server.client(role) as client:
+        return client.post(
+            "/dicomweb/studies", content=body, headers={"Content-Type": content_type}, **kwargs
+        )
+
+
+def _truncated(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return raw[: len(raw) - 2000]  # pixel data cut short; the header still names the instance
+
+
+def test_stow_with_a_corrupt_part_is_202_listing_it_and_stores_the_rest(server, cardiac, tmp_path):
+    files = write_dicom_series(cardiac.image.phase(0), tmp_path / "one",
+                               series_description="unrouted test series")  # fmt: skip
+    good, bad = files[:3], files[3]
+    body = _multipart([("application/dicom", p.read_bytes()) for p in good]
+                      + [("application/dicom", _truncated(bad))])  # fmt: skip
+    response = _stow(server, body)
+    assert response.status_code == 202, response.text
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    answer = response.json()
+    stored = {i["00081155"]["Value"][0] for i in answer["00081199"]["Value"]}
+    assert stored == {str(pydicom.dcmread(p).SOPInstanceUID) for p in good}
+    (failed,) = answer["00081198"]["Value"]
+    assert failed["00081155"]["Value"][0] == str(pydicom.dcmread(bad).SOPInstanceUID)
+    assert failed["00081197"]["Value"][0] == 0xC000
+    series_uid = str(pydicom.dcmread(good[0]).SeriesInstanceUID)
+    with server.client("pacs") as client:
+        series = [s for s in client.get("/v1/pacs/series").json()["series"]
+                  if s["series_uid"] == series_uid]  # fmt: skip
+    assert series and series[0]["instances"] == 3
+    _wait("the series to be recorded as unrouted", lambda: any(
+        s["series_uid"] == series_uid and s["state"] == "unrouted"
+        for s in server.client("pacs").get("/v1/pacs/series").json()["series"]
+    ), timeout=30)  # fmt: skip
+
+
+def test_stow_chunked_with_an_unquoted_boundary_is_accepted(server, cardiac, tmp_path):
+    files = write_dicom_series(cardiac.image.phase(0), tmp_path / "one",
+                               series_description="unrouted chunked")  # fmt: skip
+    body = _multipart([("application/dicom", p.read_bytes()) for p in files[:2]], "xyz-123")
+
+    def chunks():
+        for start in range(0, len(body), 777):
+            yield body[start : start + 777]
+
+    response = _stow(
+        server, chunks(), 'multipart/related; type="application/dicom"; boundary=xyz-123'
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["00081199"]["Value"]) == 2
+
+
+def test_stow_refuses_non_dicom_parts_and_bodies(server, cardiac, tmp_path):
+    files = write_dicom_series(cardiac.image.phase(0), tmp_path / "one",
+                               series_description="unrouted refused")  # fmt: skip
+    dicom = files[0].read_bytes()
+    # a part declared as something else: 415, nothing stored
+    mixed = _multipart([("application/dicom", dicom), ("text/plain", b"hello")])
+    response = _stow(server, mixed)
+    assert response.status_code == 415, response.text
+    with server.client("pacs") as client:
+        known = {s["series_uid"] for s in client.get("/v1/pacs/series").json()["series"]}
+    assert str(pydicom.dcmread(files[0]).SeriesInstanceUID) not in known
+    # parts that claim to be DICOM but are not: 409, each listed as failed
+    junk = _multipart([("application/dicom", b"not dicom at all"), ("application/dicom", b"")])
+    response = _stow(server, junk)
+    assert response.status_code == 409, response.text
+    assert len(response.json()["00081198"]["Value"]) == 2
+    # the request itself is not multipart/related of application/dicom: 415
+    assert _stow(server, dicom, "application/dicom").status_code == 415
+    json_type = 'multipart/related; type="application/dicom+json"; boundary=b0undary'
+    assert _stow(server, mixed, json_type).status_code == 415
+    # no boundary, or a body cut before its closing boundary: 400
+    assert _stow(server, mixed, 'multipart/related; type="application/dicom"').status_code == 400
+    assert _stow(server, mixed[:-30]).status_code == 400
+
+
+def test_stow_into_a_study_fails_instances_of_other_studies(server, cardiac, tmp_path):
+    files = write_dicom_series(cardiac.image.phase(0), tmp_path / "one",
+                               series_description="unrouted other study")  # fmt: skip
+    body = _multipart([("application/dicom", files[0].read_bytes())])
+    with server.client("pacs") as client:
+        response = client.post(
+            "/dicomweb/studies/1.2.3.4",
+            content=body,
+            headers={
+                "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0undary'
+            },
+        )
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"][0] == 0xA900
+
+
+def test_stow_needs_the_pacs_or_ops_role(server, cardiac, tmp_path):
+    body = _multipart([("application/dicom", b"x")])
+    assert _stow(server, body, role="clinical").status_code == 403
+    with httpx.Client(base_url=server.base_url) as anonymous:
+        assert anonymous.post("/dicomweb/studies", content=body).status_code == 401
+
+
+def _pending_on_metrics(server) -> bool:
+    for line in httpx.get(f"{server.base_url}/metrics").text.splitlines():
+        pending = 'table="deliveries"' in line and 'state="pending"' in line
+        if line.startswith("sitetune_pacs_rows{") and pending:
+            return float(line.rsplit(" ", 1)[1]) >= 1
+    return False
+
+
+def test_a_delivery_to_a_destination_that_is_down_is_retried_until_it_comes_back(
+    server, cardiac, tmp_path
+):
+    files, study_uid = _write(cardiac, tmp_path / "ct", "retry heart")
+    body = _multipart([("application/dicom", p.read_bytes()) for p in files])
+    assert _stow(server, body).status_code == 200
+
+    def failing_delivery():
+        analyses = server.client("ops").get("/v1/pacs/analyses").json()["analyses"]
+        mine = [a for a in analyses if a["study_uid"] == study_uid and a["state"] == "done"]
+        if not mine:
+            return None
+        detail = server.client("ops").get(f"/v1/pacs/analyses/{mine[0]['id']}").json()
+        (delivery,) = detail["deliveries"]
+        return delivery if delivery["attempts"] >= 2 else None
+
+    delivery = _wait("failed delivery attempts", failing_delivery, server=server)
+    assert delivery["state"] == "pending" and delivery["last_error"]
+    _wait("the pending delivery on /metrics", lambda: _pending_on_metrics(server), timeout=30)
+
+    later = Orthanc(tmp_path / f"later-{uuid.uuid4().hex[:6]}", aet="LATER",
+                    http_port=ORTHANC_PORTS["later_http"]).start()  # fmt: skip
+    try:
+        found = _wait("the SEG + SR in the destination once it is up",
+                      lambda: _results_in(later, study_uid), server=server)  # fmt: skip
+        assert len(found["SEG"]) == 2
+        detail = server.client("ops").get(f"/v1/pacs/analyses/{delivery['analysis_id']}").json()
+        (done,) = detail["deliveries"]
+        assert done["state"] == "delivered" and done["attempts"] >= 3
+    finally:
+        later.stop()
