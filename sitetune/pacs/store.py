@@ -304,14 +304,14 @@ class PacsStore:
                 row.route = route.name
                 key = (
                     (route.name, row.study_uid)
-                    if route.group is Group.STUDY
+                    if route.group == Group.STUDY
                     else (route.name, row.series_uid)
                 )
                 groups.setdefault(key, []).append(row)
             routes = {r.name: r for r in config.routes}
             for (route_name, _), rows in groups.items():
                 route = routes[route_name]
-                if route.group is Group.STUDY:
+                if route.group == Group.STUDY:
                     busy = s.scalar(
                         select(func.count()).where(
                             PacsSeriesRow.study_uid == rows[0].study_uid,

@@ -29,18 +29,18 @@ def pacs_config() -> str:
     return f"""
 [destinations.orthanc-web]
 type = "dicomweb"
-url = "http://127.0.0.1:{ORTHANC_PORTS['http']}/dicom-web"
+url = "http://127.0.0.1:{ORTHANC_PORTS["http"]}/dicom-web"
 
 [destinations.orthanc-dimse]
 type = "dimse"
 host = "127.0.0.1"
-port = {ORTHANC_PORTS['dicom']}
+port = {ORTHANC_PORTS["dicom"]}
 ae_title = "ORTHANC"
 timeout_seconds = 20
 
 [destinations.later]
 type = "dicomweb"
-url = "http://127.0.0.1:{ORTHANC_PORTS['later_http']}/dicom-web"
+url = "http://127.0.0.1:{ORTHANC_PORTS["later_http"]}/dicom-web"
 timeout_seconds = 10
 
 [[routes]]
