@@ -126,6 +126,7 @@ class Analysis:
     study_uid: str
     series_uids: list[str]
     attempts: int
+    worker: str | None  # "host:pid" of the PACS worker that ran it last
     result_id: str | None
     outputs: list[dict]
     summary: dict | None
@@ -143,6 +144,7 @@ class Analysis:
             study_uid=row.study_uid,
             series_uids=json.loads(row.series_uids),
             attempts=row.attempts,
+            worker=row.worker,
             result_id=row.result_id,
             outputs=json.loads(row.outputs) if row.outputs else [],
             summary=json.loads(row.summary) if row.summary else None,
