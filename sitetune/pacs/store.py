@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,6 +50,9 @@ class AnalysisState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+FINISHED = (AnalysisState.DONE.value, AnalysisState.FAILED.value)
 
 
 class DeliveryState(StrEnum):
@@ -506,6 +510,46 @@ class PacsStore:
             if analysis_id:
                 query = query.where(PacsDeliveryRow.analysis_id == analysis_id)
             return [Delivery.from_row(r) for r in s.scalars(query.limit(limit))]
+
+    def purge_expired(self, older_than: datetime.timedelta) -> int:
+        """Delete the files (received instances, SEG / SR) of analyses finished longer than
+        ``older_than`` ago with no delivery still pending, and of unrouted series received
+        that long ago. Rows stay, as the record of what came and went. Returns the number
+        of folders removed."""
+        cutoff = utcnow() - older_than
+        folders: list[Path] = []
+        with Session(self.engine) as s:
+            pending = select(PacsDeliveryRow.analysis_id).where(
+                PacsDeliveryRow.state == DeliveryState.PENDING.value
+            )
+            finished = s.scalars(
+                select(PacsAnalysisRow).where(
+                    PacsAnalysisRow.state.in_(
+                        [AnalysisState.DONE.value, AnalysisState.FAILED.value]
+                    ),
+                    PacsAnalysisRow.finished_at <= cutoff,
+                    PacsAnalysisRow.id.not_in(pending),
+                )
+            ).all()
+            for analysis in finished:
+                folders.append(self.output_folder(analysis.id))
+                series = s.scalars(
+                    select(PacsSeriesRow).where(PacsSeriesRow.analysis_id == analysis.id)
+                )  # not re-sent since: still pointing at this analysis
+                folders += [self.series_folder(r.study_uid, r.series_uid) for r in series]
+            unrouted = s.scalars(
+                select(PacsSeriesRow).where(
+                    PacsSeriesRow.state == SeriesState.UNROUTED.value,
+                    PacsSeriesRow.received_at <= cutoff,
+                )
+            )
+            folders += [self.series_folder(r.study_uid, r.series_uid) for r in unrouted]
+        removed = 0
+        for folder in folders:
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Rows per state, for ``/metrics``."""

@@ -14,6 +14,7 @@ import datetime
 import logging
 import signal
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from sitetune.processes import process_gone, supervise, worker_identity
 from sitetune.settings import Settings
 
 logger = logging.getLogger("sitetune.pacs")
+PURGE_EVERY_SECONDS = 600.0
 
 
 class PacsWorker:
@@ -43,9 +45,16 @@ class PacsWorker:
         self.models = ModelServer.from_settings(Registry(engine, artifacts), settings)
         self.identity = worker_identity()
         self.stopping = threading.Event()
+        self.retention = datetime.timedelta(hours=settings.results_retention_hours)
+        self._next_purge = 0.0
 
     def run_once(self) -> bool:
         """One pass; True when it did some work."""
+        if time.monotonic() >= self._next_purge:
+            removed = self.store.purge_expired(self.retention)
+            if removed:
+                logger.info("removed %d expired PACS folders", removed)
+            self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
         for analysis_id in self.store.recover(lambda w: not process_gone(w)):
             logger.info("analysis %s: its worker died; recovered", analysis_id)
         settle = datetime.timedelta(seconds=self.settings.pacs_settle_seconds)

@@ -109,3 +109,24 @@ def test_a_dead_workers_analysis_is_queued_again_then_failed(store, oblique_card
 
 def test_backoff_doubles_up_to_the_cap():
     assert [next_retry(n, 5, 30).total_seconds() for n in (1, 2, 3, 4, 5)] == [5, 10, 20, 30, 30]
+
+
+def test_expired_files_go_unless_a_delivery_still_needs_them(store, oblique_cardiac, tmp_path):
+    _receive(store, oblique_cardiac.image.phase(0), tmp_path / "a", "single")
+    _, scout = _receive(store, oblique_cardiac.image.phase(0), tmp_path / "b", "scout")
+    (analysis,) = store.assemble(CONFIG, NOW)
+    store.claim("host:1")
+    outputs = store.output_folder(analysis.id)
+    outputs.mkdir(parents=True)
+    (outputs / "sr.dcm").write_bytes(b"sr")
+    store.finish(analysis.id, outputs=[], deliveries={"pacs": [str(outputs / "sr.dcm")]})
+    instances = store.series_folder(analysis.study_uid, analysis.series_uids[0])
+    scout_folder = store.series_folder(analysis.study_uid, next(iter(scout)))
+    assert store.purge_expired(datetime.timedelta(hours=1)) == 0, "nothing is old enough"
+    assert store.purge_expired(NOW) == 1, "only the unrouted series: a delivery is pending"
+    assert not scout_folder.exists() and instances.exists() and outputs.exists()
+    (delivery,) = store.due_deliveries()
+    store.delivery_attempted(delivery.id, None, None)
+    assert store.purge_expired(NOW) == 2
+    assert not instances.exists() and not outputs.exists()
+    assert store.analysis(analysis.id).state == "done", "rows stay"
