@@ -3,6 +3,7 @@ and a supervisor that restarts a worker process whenever it dies."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -61,4 +63,29 @@ def supervise(module: str, argv: list[str]) -> int:
             time.sleep(1.0)
     if child is not None:
         child.wait()
+    return 0
+
+
+def worker_main(
+    prog: str, description: str, module: str, build: Callable, argv: list[str] | None
+) -> int:
+    """The command line of a background worker: ``--supervise`` runs ``module`` under
+    `supervise`; otherwise ``build(settings)`` makes the worker (with ``stopping``,
+    ``describe()`` and ``serve_forever()``), which runs until SIGTERM."""
+    from sitetune.settings import Settings
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--supervise", action="store_true", help="restart the worker whenever it dies"
+    )
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.supervise:
+        return supervise(module, rest)
+    settings = Settings()
+    settings.prepare()
+    worker = build(settings)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    logger.info("%s %s", prog, worker.describe())
+    worker.serve_forever()
     return 0

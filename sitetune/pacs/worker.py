@@ -9,10 +9,8 @@ The serve command starts it (``--supervise``: restarted whenever it dies) unless
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
-import signal
 import threading
 import time
 import traceback
@@ -26,7 +24,7 @@ from sitetune.pacs.analysis import analyse
 from sitetune.pacs.delivery import DeliveryError, deliver
 from sitetune.pacs.routing import PacsConfig, load_config
 from sitetune.pacs.store import Analysis, Delivery, PacsStore, next_retry
-from sitetune.processes import process_gone, supervise, worker_identity
+from sitetune.processes import process_gone, worker_identity, worker_main
 from sitetune.settings import Settings
 
 logger = logging.getLogger("sitetune.pacs")
@@ -125,6 +123,10 @@ class PacsWorker:
         logger.info("delivery %s to %s: delivered", delivery.id, delivery.destination)
         return self.store.delivery_attempted(delivery.id, None, None)
 
+    def describe(self) -> str:
+        destinations = {n: d.describe() for n, d in self.config.destinations.items()}
+        return f"{self.identity}: routes {[r.name for r in self.config.routes]}, {destinations}"
+
     def serve_forever(self, poll_seconds: float = 0.5) -> None:
         while not self.stopping.is_set():
             if not self.run_once():
@@ -132,25 +134,9 @@ class PacsWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sitetune-pacs", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--supervise", action="store_true", help="restart the worker whenever it dies"
+    return worker_main(
+        "sitetune-pacs", __doc__.split("\n")[0], "sitetune.pacs.worker", PacsWorker, argv
     )
-    args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.supervise:
-        return supervise("sitetune.pacs.worker", rest)
-    settings = Settings()
-    settings.prepare()
-    worker = PacsWorker(settings)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-    logger.info(
-        "sitetune PACS worker %s: %d routes, destinations %s",
-        worker.identity, len(worker.config.routes),
-        {n: d.describe() for n, d in worker.config.destinations.items()},
-    )  # fmt: skip
-    worker.serve_forever()
-    return 0
 
 
 if __name__ == "__main__":

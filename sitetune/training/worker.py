@@ -14,11 +14,9 @@ request; cancelling stops training within one iteration and registers nothing.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
-import signal
 import threading
 import time
 import traceback
@@ -30,7 +28,7 @@ from sitetune.db import make_engine
 from sitetune.errors import InvalidInput, SitetuneError
 from sitetune.models.importing import load_torch_network, register_weights
 from sitetune.models.registry import CANDIDATE, Registry
-from sitetune.processes import supervise, worker_identity
+from sitetune.processes import worker_identity, worker_main
 from sitetune.settings import Settings
 from sitetune.training.datasets import dataset_root, validate_site_dataset
 from sitetune.training.evaluation import evaluate_networks, promotion_gate
@@ -319,6 +317,9 @@ class Worker:
         logger.info("running job %s", job.id)
         return self.runner.run(job)
 
+    def describe(self) -> str:
+        return f"{self.identity} on {self.device}"
+
     def serve_forever(self) -> None:
         while not self.stopping.is_set():
             if self.run_once() is None:
@@ -326,21 +327,9 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sitetune-worker", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--supervise", action="store_true", help="restart the worker whenever it dies"
+    return worker_main(
+        "sitetune-worker", __doc__.split("\n")[0], "sitetune.training.worker", Worker, argv
     )
-    args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.supervise:
-        return supervise("sitetune.training.worker", rest)
-    settings = Settings()
-    settings.prepare()
-    worker = Worker(settings)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-    logger.info("sitetune worker %s on %s", worker.identity, worker.device)
-    worker.serve_forever()
-    return 0
 
 
 if __name__ == "__main__":
