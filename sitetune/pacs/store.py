@@ -92,7 +92,6 @@ class PacsAnalysisRow(Base):
     finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(120))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    result_id: Mapped[str | None] = mapped_column(String(32))
     outputs: Mapped[str | None] = mapped_column(Text)  # JSON list of {kind, path, sop_uid}
     summary: Mapped[str | None] = mapped_column(Text)  # JSON: model, measurements
     error: Mapped[str | None] = mapped_column(Text)
@@ -131,7 +130,6 @@ class Analysis:
     series_uids: list[str]
     attempts: int
     worker: str | None  # "host:pid" of the PACS worker that ran it last
-    result_id: str | None
     outputs: list[dict]
     summary: dict | None
     error: str | None
@@ -149,7 +147,6 @@ class Analysis:
             series_uids=json.loads(row.series_uids),
             attempts=row.attempts,
             worker=row.worker,
-            result_id=row.result_id,
             outputs=json.loads(row.outputs) if row.outputs else [],
             summary=json.loads(row.summary) if row.summary else None,
             error=row.error,
@@ -392,7 +389,6 @@ class PacsStore:
         self,
         analysis_id: str,
         *,
-        result_id: str | None = None,
         outputs: list[dict] | None = None,
         summary: dict | None = None,
         error: str | None = None,
@@ -404,7 +400,6 @@ class PacsStore:
             row = s.get(PacsAnalysisRow, analysis_id)
             row.state = (AnalysisState.FAILED if error else AnalysisState.DONE).value
             row.finished_at = now
-            row.result_id = result_id
             row.outputs = json.dumps(outputs or [])
             row.summary = json.dumps(summary) if summary is not None else None
             row.error = error
