@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     env = dict(os.environ, SITETUNE_DATA_DIR=str(settings.data_dir.resolve()))
+    # BentoML keeps its Prometheus files under BENTOML_HOME and clears them at start: one
+    # home per deployment, so two services on one host do not wipe each other's metrics.
+    env.setdefault("BENTOML_HOME", str((settings.data_dir / "bentoml").resolve()))
     overrides = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
     env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.sitetune.workers={workers}"])
     for enabled, command in (
