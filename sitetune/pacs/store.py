@@ -223,48 +223,53 @@ class PacsStore:
     def output_folder(self, analysis_id: str) -> Path:
         return self.root / "outputs" / analysis_id
 
-    def accept(self, instance: CheckedInstance) -> None:
-        """Move a checked part into its series folder and record the series as receiving."""
-        folder = self.series_folder(instance.study_uid, instance.series_uid)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{instance.sop_instance_uid}.dcm"
-        new = not target.exists()
-        os.replace(instance.part.path, target)
-        ds = instance.dataset
-        info = {
-            "modality": str(ds.get("Modality", ""))[:16],
-            "description": str(ds.get("SeriesDescription", ""))[:200],
-            "body_part": str(ds.get("BodyPartExamined", ""))[:64],
-            "image_type": "\\".join(str(v) for v in (ds.get("ImageType") or []))[:200],
-        }
+    def accept(self, instances: list[CheckedInstance]) -> set[str]:
+        """Move checked parts into their series folders and record their series as
+        receiving (one transaction for the lot). Returns the series UIDs."""
+        added: dict[str, int] = {}
+        first: dict[str, CheckedInstance] = {}
+        for instance in instances:
+            folder = self.series_folder(instance.study_uid, instance.series_uid)
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{instance.sop_instance_uid}.dcm"
+            new = not target.exists()
+            os.replace(instance.part.path, target)
+            first.setdefault(instance.series_uid, instance)
+            added[instance.series_uid] = added.get(instance.series_uid, 0) + int(new)
         for _ in range(3):  # two workers may create the same series row at once
             try:
-                self._upsert_series(instance, info, new)
-                return
+                self._upsert_series(first, added)
+                break
             except IntegrityError:
                 continue
+        return set(first)
 
-    def _upsert_series(self, instance: CheckedInstance, info: dict, new: bool) -> None:
+    def _upsert_series(self, first: dict[str, CheckedInstance], added: dict[str, int]) -> None:
         now = utcnow()
         with Session(self.engine) as s, s.begin():
-            row = s.get(PacsSeriesRow, instance.series_uid)
-            if row is None:
-                s.add(
-                    PacsSeriesRow(
-                        series_uid=instance.series_uid,
-                        study_uid=instance.study_uid,
-                        state=SeriesState.RECEIVING.value,
-                        instances=1,
-                        first_received_at=now,
-                        received_at=now,
-                        **info,
+            for series_uid, instance in first.items():
+                row = s.get(PacsSeriesRow, series_uid)
+                if row is None:
+                    ds = instance.dataset
+                    s.add(
+                        PacsSeriesRow(
+                            series_uid=series_uid,
+                            study_uid=instance.study_uid,
+                            state=SeriesState.RECEIVING.value,
+                            instances=added[series_uid],
+                            first_received_at=now,
+                            received_at=now,
+                            modality=str(ds.get("Modality", ""))[:16],
+                            description=str(ds.get("SeriesDescription", ""))[:200],
+                            body_part=str(ds.get("BodyPartExamined", ""))[:64],
+                            image_type="\\".join(str(v) for v in ds.get("ImageType") or [])[:200],
+                        )
                     )
-                )
-                return
-            row.state = SeriesState.RECEIVING.value
-            row.received_at = now
-            row.route = row.analysis_id = None
-            row.instances += 1 if new else 0
+                    continue
+                row.state = SeriesState.RECEIVING.value
+                row.received_at = now
+                row.route = row.analysis_id = None
+                row.instances += added[series_uid]
 
     def end_request(self, series_uids: set[str]) -> None:
         """The request that brought these series is over: they may now be assembled."""

@@ -31,6 +31,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sitetune.errors import InputError, PayloadTooLarge, UnsupportedInput
 
 DICOM_MEDIA_TYPE = "application/dicom"
+PIXEL_DATA = 0x7FE00010
+_DEFER_BYTES = 4096  # larger values (pixel data) are left in the file
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # Failure reasons (PS3.4 C-STORE statuses used by PS3.18 STOW-RS)
@@ -166,7 +168,7 @@ async def receive_parts(
 
 def _expected_pixel_bytes(ds: Dataset) -> int | None:
     """Bytes that native (uncompressed) pixel data must hold; None when encapsulated."""
-    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+    if PIXEL_DATA not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
         return None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1))
@@ -175,11 +177,22 @@ def _expected_pixel_bytes(ds: Dataset) -> int | None:
     return (total_bits + 7) // 8
 
 
+def _pixel_bytes_present(ds: Dataset, path: Path) -> int:
+    """Bytes of pixel data actually in the file (without reading them: a deferred value
+    runs from its offset to the end of the file, where Pixel Data sits)."""
+    raw = ds.get_item(PIXEL_DATA)
+    if raw is None:
+        return 0
+    if raw.value is not None:
+        return len(raw.value)
+    return max(path.stat().st_size - raw.value_tell, 0)
+
+
 def check_instance(part: ReceivedPart, study_uid: str | None = None) -> CheckedInstance:
     """Read a part's header and check it is a storable instance (see the module doc)."""
     checked = CheckedInstance(part)
     try:
-        ds = pydicom.dcmread(part.path, force=False)
+        ds = pydicom.dcmread(part.path, defer_size=_DEFER_BYTES)  # pixels are not read
         checked.sop_class_uid = str(
             ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "")
         )
@@ -193,18 +206,19 @@ def check_instance(part: ReceivedPart, study_uid: str | None = None) -> CheckedI
         if not all(UID_PATTERN.match(uid) and len(uid) <= 64 for uid in uids):
             return _failed(checked, CANNOT_UNDERSTAND, "missing or malformed UIDs")
         expected = _expected_pixel_bytes(ds)
-        if expected is not None and len(ds.PixelData) < expected:
+        present = _pixel_bytes_present(ds, part.path)
+        if expected is not None and present < expected:
             return _failed(
                 checked,
                 CANNOT_UNDERSTAND,
-                f"pixel data holds {len(ds.PixelData)} bytes, its header needs {expected}",
+                f"pixel data holds {present} bytes, its header needs {expected}",
             )
         if study_uid is not None and checked.study_uid != study_uid:
             return _failed(checked, DATASET_DOES_NOT_MATCH, "the instance belongs to another study")
     except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError) as error:
         return _failed(checked, CANNOT_UNDERSTAND, f"not a readable DICOM instance: {error}")
-    if "PixelData" in ds:
-        del ds.PixelData
+    if PIXEL_DATA in ds:
+        del ds[PIXEL_DATA]
     checked.dataset = ds
     return checked
 

@@ -33,16 +33,15 @@ def _receive(store, volume, folder, description, study_uid=None, end=True):
 
 def _send(store, files, end=True):
     """Accept copies of ``files`` as one request's parts (accepting moves the part)."""
-    series = set()
+    checked = []
     for path in files:
         part = path.with_suffix(".part")
         shutil.copyfile(path, part)
-        checked = check_instance(ReceivedPart(part, None))
-        store.accept(checked)
-        series.add(checked.series_uid)
+        checked.append(check_instance(ReceivedPart(part, None)))
+    series = store.accept(checked)
     if end:
         store.end_request(series)
-    return checked.study_uid, series
+    return checked[0].study_uid, series
 
 
 def test_a_study_route_waits_for_every_series_then_takes_them_together(
