@@ -20,7 +20,7 @@ from sitetune import __version__
 from sitetune.service import routes_dicomweb, routes_jobs, routes_measure, routes_models
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
-from sitetune.service.metrics import observe_stages, start_pacs_gauges
+from sitetune.service.metrics import observe_stages, start_state_gauges
 from sitetune.service.segment_result import store_segmentation
 from sitetune.service.state import AppState
 from sitetune.service.uploads import load_upload
@@ -49,7 +49,7 @@ class Sitetune:
         self.state = AppState.build(Settings())
         api.state.sitetune = self.state
         self.ready = False
-        start_pacs_gauges(self.state.pacs)
+        start_state_gauges(self.state.pacs, self.state.jobs)
         try:  # warm the production engines so the first request does not pay for them
             for name in self.state.registry.names():
                 if "production" in self.state.registry.aliases(name):

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from sitetune.models.registry import ModelVersion
 from sitetune.pacs.store import PacsStore
+from sitetune.training.jobs import JobState, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,27 +34,35 @@ PACS_ROWS = Gauge(
     ["table", "state"],
     multiprocess_mode="livemax",
 )
-PACS_REFRESH_SECONDS = 5.0
+JOBS = Gauge(
+    "sitetune_jobs", "Fine-tune jobs per state (from the database)", ["state"],
+    multiprocess_mode="livemax",
+)  # fmt: skip
+REFRESH_SECONDS = 5.0
 
 
-def start_pacs_gauges(store: PacsStore) -> None:
-    """Refresh `PACS_ROWS` from the database every few seconds in a daemon thread (the
-    PACS worker is not a BentoML worker, so its state is exported from here)."""
+def start_state_gauges(pacs: PacsStore, jobs: JobStore) -> None:
+    """Refresh `PACS_ROWS` and `JOBS` from the database every few seconds in a daemon
+    thread (the PACS and fine-tune workers are not BentoML workers, so their state is
+    exported from here)."""
 
     def refresh() -> None:
         while True:
             try:
-                for table, states in store.counts().items():
-                    for name in _STATES[table]:
+                for table, states in pacs.counts().items():
+                    for name in _PACS_STATES[table]:
                         PACS_ROWS.labels(table, name).set(states.get(name, 0))
+                states = jobs.counts()
+                for state in JobState:
+                    JOBS.labels(state.value).set(states.get(state.value, 0))
             except Exception:  # a locked or missing database: try again next time
-                logger.debug("could not refresh the PACS gauges", exc_info=True)
-            threading.Event().wait(PACS_REFRESH_SECONDS)
+                logger.debug("could not refresh the state gauges", exc_info=True)
+            threading.Event().wait(REFRESH_SECONDS)
 
-    threading.Thread(target=refresh, name="pacs-gauges", daemon=True).start()
+    threading.Thread(target=refresh, name="state-gauges", daemon=True).start()
 
 
-_STATES = {
+_PACS_STATES = {
     "series": ("receiving", "received", "queued", "unrouted"),
     "analyses": ("queued", "running", "done", "failed"),
     "deliveries": ("pending", "delivered", "failed"),

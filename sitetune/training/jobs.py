@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, select, update
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -166,6 +166,12 @@ class JobStore:
         with Session(self.engine) as s:
             rows = s.scalars(select(JobRow).order_by(JobRow.created_at.desc()).limit(limit))
             return [Job.from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state, for ``/metrics``."""
+        with Session(self.engine) as s:
+            rows = s.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+            return {state: n for state, n in rows}
 
     # -- writing ---------------------------------------------------------------------
     def submit(

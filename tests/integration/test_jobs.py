@@ -109,6 +109,19 @@ def test_job_end_to_end_registers_promotes_and_serves(server, site_zip, tmp_path
         assert audit[0]["action"] == "promote" and audit[0]["actor"] == f"job:{job_id}"
         rolled = ops.post("/v1/models/lv-ct/rollback", json={"reason": "test cleanup"})
         assert rolled.json()["to_version"] == production
+    # job states are exported on /metrics (refreshed from the database every 5 s)
+    deadline = time.monotonic() + 60
+    while not _succeeded_jobs_on_metrics(server):
+        assert time.monotonic() < deadline, "no succeeded job on /metrics"
+        time.sleep(1)
+
+
+def _succeeded_jobs_on_metrics(server) -> bool:
+    with server.client() as client:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith('sitetune_jobs{state="succeeded"}'):
+                return float(line.rsplit(" ", 1)[1]) >= 1
+    return False
 
 
 def test_killed_worker_resumes_the_job_from_its_checkpoint(server, site_zip):
