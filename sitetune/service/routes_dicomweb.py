@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
@@ -104,6 +105,11 @@ def pacs_analysis_file(request: Request, analysis_id: str, name: str, _: Pacs):
     analysis = state(request).pacs.analysis(analysis_id)
     for output in analysis.outputs:
         if output["name"] == name:
+            if not Path(output["path"]).is_file():
+                raise NotFound(
+                    f"{name} of analysis {analysis_id} has expired (results retention)",
+                    code="file_expired",
+                )
             return FileResponse(output["path"], media_type="application/dicom", filename=name)
     raise NotFound(
         f"analysis {analysis_id} has no file {name!r}; it has "

@@ -161,7 +161,21 @@ def test_orthanc_stows_a_flair_series_and_gets_lesion_seg_and_sr_back(
     found = _wait("SEG + SR in Orthanc", lambda: _results_in(orthanc, study_uid), server=server)
     source = {str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)}
     _check_results(found, study_uid, source, tmp_path)
-    lesions = _analysis(server, study_uid)["summary"]["lesions"]
+    analysis = _analysis(server, study_uid)
+    lesions = analysis["summary"]["lesions"]
+    # the objects can also be fetched from the service, until they expire
+    with server.client("pacs") as client:
+        url = f"/v1/pacs/analyses/{analysis['id']}/files"
+        sr = client.get(f"{url}/report-sr.dcm")
+        assert sr.status_code == 200 and sr.headers["content-type"] == "application/dicom"
+        assert (
+            pydicom.dcmread(io.BytesIO(sr.content)).SOPInstanceUID == found["SR"][0].SOPInstanceUID
+        )
+        assert client.get(f"{url}/nothing.dcm").json()["error"]["code"] == "file_not_found"
+        output = server.data_dir / "artifacts" / "pacs" / "outputs" / analysis["id"]
+        (output / "seg-lesions.dcm").unlink()
+        expired = client.get(f"{url}/seg-lesions.dcm")
+        assert expired.status_code == 404 and expired.json()["error"]["code"] == "file_expired"
     numbers = _numbers(found["SR"][0])
     assert ("246206008", None, float(lesions["count"])) in numbers
     assert any(n == "118565006" and np.isclose(v, lesions["total_ml"], atol=1e-4)
