@@ -15,8 +15,11 @@ from typing import Annotated
 import bentoml
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from sitetune import __version__
+from sitetune.errors import NotFound
 from sitetune.service import routes_dicomweb, routes_jobs, routes_measure, routes_models
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
@@ -113,3 +116,18 @@ api.include_router(routes_measure.router)
 api.include_router(routes_models.router)
 api.include_router(routes_jobs.router)
 api.include_router(routes_dicomweb.router)
+
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@api.api_route("/v1/{rest:path}", methods=_METHODS, include_in_schema=False)
+@api.api_route("/dicomweb/{rest:path}", methods=_METHODS, include_in_schema=False)
+def unknown_route(request: Request, rest: str):
+    """A JSON 404 (or 405) under our prefixes, where BentoML would answer plain text.
+    Registered last, so every real route matches first."""
+    for route in api.routes:
+        mine = getattr(route, "endpoint", None) is unknown_route
+        if not mine and route.matches(request.scope)[0] is Match.PARTIAL:
+            raise StarletteHTTPException(405, "Method Not Allowed")
+    raise NotFound(f"no route {request.method} {request.url.path}", code="route_not_found")

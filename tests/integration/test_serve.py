@@ -25,3 +25,9 @@ def test_errors_are_json_with_code_and_message(server):
         assert response.json() == {
             "error": {"code": "method_not_allowed", "message": "Method Not Allowed"}
         }
+        # unknown routes under the service's prefixes are JSON too
+        for path in ("/v1/nothing-here", "/dicomweb/studies/1.2/series"):
+            missing = client.get(path)
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "route_not_found"
+        assert client.delete("/v1/info").status_code == 405
