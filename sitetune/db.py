@@ -21,6 +21,13 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
+def iso_utc(value: datetime.datetime | None) -> str | None:
+    """ISO 8601 of a stored time (naive values, as SQLite returns them, are UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=datetime.UTC)).isoformat()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``, with SQLite tuned for several processes."""
     sqlite = url.startswith("sqlite")

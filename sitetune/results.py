@@ -20,6 +20,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from sitetune.db import Base, utcnow
 from sitetune.errors import NotFound
+from sitetune.imaging.volume import Volume
+from sitetune.models.registry import ModelVersion
 
 
 class ResultRow(Base):
@@ -97,3 +99,21 @@ class ResultStore:
         for result_id in ids:
             shutil.rmtree(self.root / result_id, ignore_errors=True)
         return len(ids)
+
+
+def input_summary(volume: Volume) -> dict:
+    """The ``input`` part of a result summary: the grid and where it came from."""
+    return {
+        "shape": list(volume.array.shape),
+        "spacing_mm": [round(s, 6) for s in volume.spacing],
+        "phases": volume.n_phases,
+        "modality": volume.modality,
+        "format": "dicom" if volume.dicom is not None else "nifti",
+    }
+
+
+def model_summary(version: ModelVersion | None, backend: str | None) -> dict:
+    """Which model and backend produced a result (``None`` for a mask upload)."""
+    if version is None:
+        return {"model": None, "backend": None}
+    return {"model": {"name": version.name, "version": str(version.version)}, "backend": backend}

@@ -32,12 +32,12 @@ from pynetdicom import (
 )
 from pynetdicom.sop_class import Verification
 
-from sitetune.pacs.delivery import stow
-from sitetune.pacs.stow import UID_PATTERN
+from sitetune.pacs.delivery import next_retry, stow
+from sitetune.pacs.stow import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, UID_PATTERN
 
 logger = logging.getLogger("sitetune.bridge")
 
-SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
+SUCCESS = 0x0000
 
 
 @dataclass
@@ -163,7 +163,9 @@ class Bridge:
         with self._lock:
             entry = self._studies.setdefault(study_uid, _Study(time.monotonic(), complete=True))
             entry.failures += 1
-            delay = min(self.retry_max_seconds, self.retry_seconds * 2 ** (entry.failures - 1))
+            delay = next_retry(
+                entry.failures, self.retry_seconds, self.retry_max_seconds
+            ).total_seconds()
             entry.next_try = time.monotonic() + delay
         logger.warning("forwarding failed (%s); next try in %.0f s", reason, delay)
         return False

@@ -34,6 +34,12 @@ def _frames_for_source(labels: np.ndarray, source: Volume) -> tuple[list[Dataset
     return datasets, frames
 
 
+def segment_numbers(label_values) -> dict[int, int]:
+    """Label value -> its segment number in a SEG of `segmentation_from_labels`: 1, 2, ...
+    in increasing label value."""
+    return {value: number for number, value in enumerate(sorted(label_values), start=1)}
+
+
 def segmentation_from_labels(
     labels: np.ndarray,
     source: Volume,
@@ -66,9 +72,9 @@ def segmentation_from_labels(
     unknown = sorted(set(np.unique(labels).tolist()) - {0} - set(structures))
     if unknown:
         raise ValueError(f"label values {unknown} have no structure; known: {sorted(structures)}")
-    values = sorted(structures)
+    numbers = segment_numbers(structures)
     segment_map = np.zeros(labels.shape, dtype=np.uint8)
-    for number, value in enumerate(values, start=1):
+    for value, number in numbers.items():
         segment_map[labels == value] = number
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name,
@@ -87,7 +93,7 @@ def segmentation_from_labels(
             if structures[value].anatomic_region
             else None,
         )
-        for number, value in enumerate(values, start=1)
+        for value, number in numbers.items()
     ]
     datasets, frames = _frames_for_source(segment_map, source)
     seg = hd.seg.Segmentation(

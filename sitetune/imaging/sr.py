@@ -16,7 +16,7 @@ lists the SEGs and the source images. Codes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -54,7 +54,6 @@ class MeasurementGroup:
     lesion_count: int | None = None
     phase: str | None = None  # "ED" or "ES"
     has_region: bool = True  # False: the segment is empty (nothing found), no ROI to reference
-    extra: list[hd.sr.Measurement] = field(default_factory=list)
 
 
 def _measurement(name: Code, value: float, unit: Code, derivation: Code | None = None):
@@ -62,7 +61,7 @@ def _measurement(name: Code, value: float, unit: Code, derivation: Code | None =
 
 
 def _group(group: MeasurementGroup, algorithm) -> object:
-    measurements = list(group.extra)
+    measurements = []
     if group.volume_ml is not None:
         measurements.append(_measurement(codes.SCT.Volume, group.volume_ml, MILLILITRE))
     for key, value in (group.thickness_mm or {}).items():

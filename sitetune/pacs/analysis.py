@@ -24,13 +24,14 @@ from pydicom.uid import generate_uid
 
 from sitetune.errors import InvalidInput
 from sitetune.imaging.dicom import load_dicom
-from sitetune.imaging.seg import segmentation_from_labels
+from sitetune.imaging.seg import segment_numbers, segmentation_from_labels
 from sitetune.imaging.sr import MeasurementGroup, measurement_report
 from sitetune.imaging.volume import Volume
 from sitetune.measure.lesions import LESION_LABELS, lesion_statistics
 from sitetune.measure.ventricle import BLOOD_POOL, LV_LABELS, MYOCARDIUM, measure_ventricle
 from sitetune.models.registry import ModelVersion
 from sitetune.models.serving import ModelServer
+from sitetune.results import input_summary, model_summary
 
 CT_OF_HEART = Code("241547009", "SCT", "CT of heart")
 MR_OF_BRAIN = Code("816077007", "SCT", "MRI of brain")
@@ -89,13 +90,11 @@ def analyse(files: list[Path], models: ModelServer, model: str, folder: Path) ->
         )  # fmt: skip
     timings["total"] = round(1000 * (time.perf_counter() - started), 1)
     summary = {
-        "model": {"name": chosen.name, "version": str(chosen.version)},
-        "backend": backend,
-        "input": {"shape": list(volume.array.shape), "phases": volume.n_phases,
-                  "modality": volume.modality},
+        **model_summary(chosen, backend),
+        "input": input_summary(volume),
         **measurement,
         "timings_ms": timings,
-    }  # fmt: skip
+    }
     return AnalysisOutput(summary, written)
 
 
@@ -118,6 +117,7 @@ def _ventricle(volume: Volume, labels: np.ndarray, version: ModelVersion):
     report = measure_ventricle(labels, volume.affine, volume.phases)
     measured = report.to_json()
     structures = {label.value: label for label in version.card.labels}
+    segment = segment_numbers(structures)
     series_uid = generate_uid()
     segs, groups = [], []
     roles = [("ED", report.choice.ed), ("ES", report.choice.es)]
@@ -130,7 +130,6 @@ def _ventricle(volume: Volume, labels: np.ndarray, version: ModelVersion):
         segs.append((f"seg-{role.lower()}.dcm", seg))
         entry = report.phases[t]
         volumes = entry["volumes_ml"]
-        segment = {value: i for i, value in enumerate(sorted(structures), start=1)}
         phase_name = "end-diastole" if role == "ED" else "end-systole"
         groups.append(MeasurementGroup(
             f"LV myocardium, {phase_name} (phase {t})", seg, segment[MYOCARDIUM],
@@ -153,9 +152,8 @@ def _lesions(volume: Volume, labels: np.ndarray, version: ModelVersion):
     structures = {label.value: label for label in version.card.labels}
     seg = _seg(labels, volume.phase(0), version, generate_uid(), 1,
                f"{version.name} {version.version} lesions")  # fmt: skip
-    segment = {value: i for i, value in enumerate(sorted(structures), start=1)}
     group = MeasurementGroup(
-        "White matter lesions", seg, segment[1], structures[1].code,
+        "White matter lesions", seg, segment_numbers(structures)[1], structures[1].code,
         volume_ml=round(report.total_ml, 4), lesion_count=report.count,
         has_region=bool((labels == 1).any()),
     )  # fmt: skip

@@ -4,6 +4,7 @@ reason an operator can act on otherwise."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from pynetdicom import AE
 
 from sitetune.pacs.routing import Destination, DestinationKind
 from sitetune.pacs.stow import multipart_body
+
+
+def next_retry(attempts: int, base_seconds: float, max_seconds: float) -> datetime.timedelta:
+    """Exponential backoff after ``attempts`` failed tries: base, 2 x base, 4 x base ...
+    capped at ``max_seconds`` (deliveries, and the bridge's forwarding)."""
+    return datetime.timedelta(seconds=min(max_seconds, base_seconds * 2 ** max(attempts - 1, 0)))
 
 
 class DeliveryError(Exception):

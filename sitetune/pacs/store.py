@@ -30,9 +30,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, utcnow
+from sitetune.db import Base, iso_utc, utcnow
 from sitetune.errors import NotFound
-from sitetune.pacs.routing import Group, PacsConfig, SeriesInfo
+from sitetune.pacs.routing import Group, PacsConfig, Route, SeriesInfo
 from sitetune.pacs.stow import CheckedInstance
 
 MAX_ATTEMPTS = 3  # an analysis is retried this often after its worker died
@@ -112,14 +112,6 @@ class PacsDeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
-def _iso(value: datetime.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.UTC)
-    return value.isoformat()
-
-
 @dataclass(frozen=True)
 class Analysis:
     id: str
@@ -150,8 +142,8 @@ class Analysis:
             outputs=json.loads(row.outputs) if row.outputs else [],
             summary=json.loads(row.summary) if row.summary else None,
             error=row.error,
-            created_at=_iso(row.created_at),
-            finished_at=_iso(row.finished_at),
+            created_at=iso_utc(row.created_at),
+            finished_at=iso_utc(row.finished_at),
         )
 
     def to_json(self) -> dict:
@@ -181,8 +173,8 @@ class Delivery:
             state=row.state,
             files=json.loads(row.files),
             attempts=row.attempts,
-            next_attempt_at=_iso(row.next_attempt_at),
-            delivered_at=_iso(row.delivered_at),
+            next_attempt_at=iso_utc(row.next_attempt_at),
+            delivered_at=iso_utc(row.delivered_at),
             last_error=row.last_error,
         )
 
@@ -203,7 +195,7 @@ def _series_json(row: PacsSeriesRow) -> dict:
         "instances": row.instances,
         "route": row.route,
         "analysis_id": row.analysis_id,
-        "received_at": _iso(row.received_at),
+        "received_at": iso_utc(row.received_at),
     }
 
 
@@ -300,7 +292,7 @@ class PacsStore:
                     PacsSeriesRow.received_at <= cutoff,
                 )
             ).all()
-            groups: dict[tuple, list[PacsSeriesRow]] = {}
+            groups: dict[tuple[Route, str], list[PacsSeriesRow]] = {}
             for row in ready:
                 info = SeriesInfo(
                     row.modality, row.description, row.body_part, tuple(row.image_type.split("\\"))
@@ -310,15 +302,9 @@ class PacsStore:
                     row.state = SeriesState.UNROUTED.value
                     continue
                 row.route = route.name
-                key = (
-                    (route.name, row.study_uid)
-                    if route.group == Group.STUDY
-                    else (route.name, row.series_uid)
-                )
-                groups.setdefault(key, []).append(row)
-            routes = {r.name: r for r in config.routes}
-            for (route_name, _), rows in groups.items():
-                route = routes[route_name]
+                unit = row.study_uid if route.group == Group.STUDY else row.series_uid
+                groups.setdefault((route, unit), []).append(row)
+            for (route, _), rows in groups.items():
                 if route.group == Group.STUDY:
                     busy = s.scalar(
                         select(func.count()).where(
@@ -563,8 +549,3 @@ class PacsStore:
                 rows = s.execute(select(table.state, func.count()).group_by(table.state))
                 out[name] = {state: n for state, n in rows}
         return out
-
-
-def next_retry(attempts: int, base_seconds: float, max_seconds: float) -> datetime.timedelta:
-    """Exponential backoff: base, 2 x base, 4 x base ... capped at ``max_seconds``."""
-    return datetime.timedelta(seconds=min(max_seconds, base_seconds * 2 ** max(attempts - 1, 0)))

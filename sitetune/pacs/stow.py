@@ -17,8 +17,6 @@ the Store Instances Response.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,14 +261,6 @@ def response_status(checked: list[CheckedInstance]) -> int:
     if stored == len(checked):
         return 200
     return 202 if stored else 409
-
-
-def new_request_folder(tmp_root: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix="stow-", dir=tmp_root))
-
-
-def remove_folder(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def multipart_body(files: list[Path], boundary: str, chunk: int = 1 << 20):

@@ -21,9 +21,9 @@ from sitetune.errors import SitetuneError
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.analysis import analyse
-from sitetune.pacs.delivery import DeliveryError, deliver
+from sitetune.pacs.delivery import DeliveryError, deliver, next_retry
 from sitetune.pacs.routing import PacsConfig, load_config
-from sitetune.pacs.store import Analysis, Delivery, PacsStore, next_retry
+from sitetune.pacs.store import Analysis, Delivery, PacsStore
 from sitetune.processes import process_gone, worker_identity, worker_main
 from sitetune.settings import Settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -57,7 +58,7 @@ def start_state_gauges(pacs: PacsStore, jobs: JobStore) -> None:
                     JOBS.labels(state.value).set(states.get(state.value, 0))
             except Exception:  # a locked or missing database: try again next time
                 logger.debug("could not refresh the state gauges", exc_info=True)
-            threading.Event().wait(REFRESH_SECONDS)
+            time.sleep(REFRESH_SECONDS)
 
     threading.Thread(target=refresh, name="state-gauges", daemon=True).start()
 

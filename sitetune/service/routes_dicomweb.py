@@ -21,13 +21,12 @@ from sitetune.pacs.stow import (
     DICOM_MEDIA_TYPE,
     boundary_of,
     check_instance,
-    new_request_folder,
     receive_parts,
-    remove_folder,
     response_status,
     store_response,
 )
 from sitetune.service.deps import Ops, Pacs, state
+from sitetune.service.uploads import temporary_folder
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -36,8 +35,7 @@ router = APIRouter()
 async def _stow(request: Request, study_uid: str | None) -> Response:
     app = state(request)
     boundary = boundary_of(request.headers.get("content-type"))
-    folder = new_request_folder(app.settings.data_dir / "tmp")
-    try:
+    with temporary_folder(app.settings.data_dir / "tmp", "stow-") as folder:
         parts = await receive_parts(
             request.stream(), boundary, folder, app.settings.pacs_max_request_bytes
         )
@@ -51,8 +49,6 @@ async def _stow(request: Request, study_uid: str | None) -> Response:
         stored = [item for item in checked if item.failure is None]
         series = await run_in_threadpool(app.pacs.accept, stored)
         await run_in_threadpool(app.pacs.end_request, series)
-    finally:
-        remove_folder(folder)
     status = response_status(checked)
     failed = [item.reason for item in checked if item.failure is not None]
     logger.info(

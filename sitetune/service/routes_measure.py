@@ -22,9 +22,10 @@ from sitetune.measure.lesions import (
 )
 from sitetune.measure.ventricle import LV_LABELS, measure_ventricle
 from sitetune.models.registry import ModelVersion
+from sitetune.results import input_summary, model_summary
 from sitetune.service.deps import Clinical, state
 from sitetune.service.metrics import observe_stages
-from sitetune.service.segment_result import input_summary, mask_writers, model_summary, store_result
+from sitetune.service.segment_result import mask_writers, store_result
 from sitetune.service.state import AppState
 from sitetune.service.uploads import load_upload
 

@@ -11,7 +11,7 @@ from sitetune.imaging.seg import segmentation_from_labels
 from sitetune.imaging.volume import Volume
 from sitetune.models.inference import Segmentation
 from sitetune.models.registry import ModelVersion
-from sitetune.results import ResultStore
+from sitetune.results import ResultStore, input_summary, model_summary
 
 
 def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> dict:
@@ -26,16 +26,6 @@ def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> 
             entry["volume_ml_per_phase"] = [round(v, 3) for v in per_phase]
         out[name] = entry
     return out
-
-
-def input_summary(volume: Volume) -> dict:
-    return {
-        "shape": list(volume.array.shape),
-        "spacing_mm": [round(s, 6) for s in volume.spacing],
-        "phases": volume.n_phases,
-        "modality": volume.modality,
-        "format": "dicom" if volume.dicom is not None else "nifti",
-    }
 
 
 def mask_writers(volume: Volume, labels: np.ndarray, version: ModelVersion | None) -> dict:
@@ -58,13 +48,6 @@ def mask_writers(volume: Volume, labels: np.ndarray, version: ModelVersion | Non
 
         writers["seg.dcm"] = write_seg
     return writers
-
-
-def model_summary(version: ModelVersion | None, backend: str | None) -> dict:
-    """Which model and backend produced a result (``None`` for a mask upload)."""
-    if version is None:
-        return {"model": None, "backend": None}
-    return {"model": {"name": version.name, "version": str(version.version)}, "backend": backend}
 
 
 def store_result(

@@ -19,16 +19,25 @@ _CHUNK = 1 << 20
 
 
 @contextmanager
+def temporary_folder(tmp_root: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder under ``tmp_root`` for one request, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
 def saved_upload(
     upload: UploadFile | None, tmp_root: Path, max_bytes: int, field: str = "file"
 ) -> Iterator[Path]:
     """Copy ``upload`` into a fresh folder under ``tmp_root``; remove it afterwards."""
     if upload is None or not upload.filename:
         raise InputError(f"multipart field {field!r} with a file is required", code="missing_file")
-    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root))
     name = PurePath(upload.filename).name or "upload"
-    target = folder / name
-    try:
+    with temporary_folder(tmp_root, "upload-") as folder:
+        target = folder / name
         size = 0
         with target.open("wb") as out:
             while chunk := upload.file.read(_CHUNK):
@@ -39,8 +48,6 @@ def saved_upload(
         if size == 0:
             raise InputError(f"the {field!r} upload is empty", code="empty_file")
         yield target
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_upload(

@@ -26,7 +26,7 @@ from sqlalchemy import Boolean, DateTime, Integer, String, Text, func, select, u
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, utcnow
+from sitetune.db import Base, iso_utc, utcnow
 from sitetune.errors import Conflict, NotFound
 from sitetune.processes import process_gone
 
@@ -64,10 +64,6 @@ class JobRow(Base):
     progress: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
-
-
-def _iso(value: datetime.datetime | None) -> str | None:
-    return value.replace(tzinfo=datetime.UTC).isoformat() if value else None
 
 
 @dataclass(frozen=True)
@@ -124,9 +120,9 @@ class Job:
             "dataset_fingerprint": self.dataset_fingerprint,
             "progress": self.progress,
             "created_by": self.created_by,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "created_at": iso_utc(self.created_at),
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at),
             "attempts": self.attempts,
             "worker": self.worker,
             "device": self.device,
@@ -312,7 +308,7 @@ class JobStore:
                     "state": JobState.FAILED.value,
                     "finished_at": utcnow(),
                     "error": f"the worker stopped during attempt {row.attempts} of "
-                    f"{MAX_ATTEMPTS} (last heartbeat {_iso(heartbeat)}); giving up",
+                    f"{MAX_ATTEMPTS} (last heartbeat {iso_utc(heartbeat)}); giving up",
                 }
             else:
                 values = {"state": JobState.QUEUED.value, "worker": None, "device": None}

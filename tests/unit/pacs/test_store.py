@@ -9,8 +9,9 @@ import pytest
 
 from sitetune.db import make_engine
 from sitetune.imaging.dicom_write import write_dicom_series
+from sitetune.pacs.delivery import next_retry
 from sitetune.pacs.routing import Group, PacsConfig, Route
-from sitetune.pacs.store import PacsStore, next_retry
+from sitetune.pacs.store import PacsStore
 from sitetune.pacs.stow import ReceivedPart, check_instance
 
 NOW = datetime.timedelta(0)
