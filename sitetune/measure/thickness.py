@@ -99,18 +99,29 @@ _SUMMIT_SMOOTHING_MM = 6.0  # ... for slice-axis links under a summit or wide te
 
 @dataclass(frozen=True)
 class _SurfaceField:
-    """A region's indicator smoothed by a Gaussian of ``sigma_mm``, flat, and (optionally)
-    the curvature shift of its 0.5 level; `distance` reads the signed distance to the
-    region's surface off it."""
+    """A region's indicator smoothed by a Gaussian of ``sigma_mm``, from which `distance`
+    reads the signed distance to the region's surface.
 
-    smoothed: np.ndarray  # float32, flat
+    Either on the voxel grid (``smoothed``, flat, with an optional flat curvature shift)
+    or, for a wide smoothing, as a signed-distance grid ``coarse`` whose cells are blocks
+    of ``factor`` voxels, read by trilinear interpolation.
+    """
+
     sigma_mm: float
-    curvature_shift: np.ndarray | None  # float32 mm, flat; None: not corrected
+    shape: tuple[int, int, int]
+    smoothed: np.ndarray | None = None  # float32, flat, voxel grid
+    curvature_shift: np.ndarray | None = None  # float32 mm, flat; None: not corrected
+    coarse: np.ndarray | None = None  # float32 mm, signed distance on the block grid
+    factor: np.ndarray | None = None  # voxels per block along each axis
 
     def distance(self, at: np.ndarray) -> np.ndarray:
         """Signed distance in mm (positive inside the region) at flat indices ``at``: the
         probit of the smoothed indicator, which is exact for a plane, less the shift
         of a curved surface's smoothed 0.5 level."""
+        if self.coarse is not None:
+            index = np.array(np.unravel_index(at, self.shape), dtype=np.float64)
+            position = (index - (self.factor[:, None] - 1) / 2) / self.factor[:, None]
+            return ndimage.map_coordinates(self.coarse, position, order=1, mode="nearest")
         f = np.clip(self.smoothed[at].astype(np.float64), _PROBIT_CLIP, 1.0 - _PROBIT_CLIP)
         d = self.sigma_mm * ndtri(f)
         if self.curvature_shift is not None:
@@ -118,29 +129,53 @@ class _SurfaceField:
         return d
 
 
+def _block_mean(region: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Mean of ``region`` over blocks of ``factor`` voxels (the array edge-padded to whole
+    blocks): the fraction of each block inside the region."""
+    padded = np.pad(
+        region, [(0, -n % k) for n, k in zip(region.shape, factor, strict=True)], "edge"
+    )
+    blocks = padded.reshape(
+        [v for n, k in zip(padded.shape, factor, strict=True) for v in (n // k, k)]
+    )
+    return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+
+
 def _surface_field(
     region: np.ndarray, spacing: np.ndarray, sigma_mm: float, *, curvature: bool
 ) -> _SurfaceField:
     """`_SurfaceField` of ``region`` at ``sigma_mm`` (isotropic in mm).
+
+    A smoothing wider than three voxels is computed on blocks of voxels at most
+    ``sigma / 3`` across (the block mean widens the Gaussian by under 1 %), which keeps a
+    6 mm smoothing of a 0.4 mm CT as cheap as a 1.5-voxel one.
 
     The curvature shift is ``sigma^2 / 2 * div(grad f / |grad f|)`` of the smoothed
     indicator ``f``: to first order in ``sigma`` the 0.5 level of a smoothed surface
     with mean curvature ``H`` lies ``sigma^2 H`` towards the centre of curvature (a ball
     of radius R shrinks to ``R - sigma^2 / R``).
     """
-    smoothed = ndimage.gaussian_filter(
-        region.astype(np.float32), sigma_mm / spacing, mode="nearest"
-    )
+    factor = np.maximum(1, np.floor(sigma_mm / (3 * spacing))).astype(int)
+    blocked = bool((factor > 1).any())
+    indicator = _block_mean(region, factor) if blocked else region.astype(np.float32)
+    step = spacing * factor
+    smoothed = ndimage.gaussian_filter(indicator, sigma_mm / step, mode="nearest")
     shift = None
     if curvature:
-        gradient = np.gradient(smoothed, *spacing)
+        gradient = np.gradient(smoothed, *step)
         norm = np.sqrt(sum(g * g for g in gradient)) + np.float32(1e-12)
         divergence = sum(
             np.gradient(g / norm, h, axis=axis)
-            for axis, (g, h) in enumerate(zip(gradient, spacing, strict=True))
+            for axis, (g, h) in enumerate(zip(gradient, step, strict=True))
         )
-        shift = (np.float32(0.5 * sigma_mm**2) * divergence).ravel()
-    return _SurfaceField(smoothed.ravel(), sigma_mm, shift)
+        shift = np.float32(0.5 * sigma_mm**2) * divergence
+    if not blocked:
+        return _SurfaceField(
+            sigma_mm, region.shape, smoothed.ravel(), None if shift is None else shift.ravel()
+        )
+    f = np.clip(smoothed.astype(np.float64), _PROBIT_CLIP, 1.0 - _PROBIT_CLIP)
+    distance = sigma_mm * ndtri(f) - (0.0 if shift is None else shift)
+    return _SurfaceField(sigma_mm, region.shape, coarse=distance.astype(np.float32), factor=factor)
 
 
 def _crossing(field: _SurfaceField, here: np.ndarray, there: np.ndarray) -> np.ndarray:
@@ -166,11 +201,18 @@ def _under_summit(terrace: np.ndarray, here: np.ndarray, there: np.ndarray) -> n
 def _in_plane_distance(region: np.ndarray, spacing: np.ndarray, axis: int) -> np.ndarray:
     """Flat distance (mm) from every voxel to the nearest voxel of the other kind (in or
     out of ``region``) in its own slice across ``axis``; 1e6 where the slice has none."""
-    sampling = spacing.copy()
-    sampling[axis] = 1e7  # never reach into another slice
-    inside = ndimage.distance_transform_edt(region, sampling=sampling)
-    outside = ndimage.distance_transform_edt(~region, sampling=sampling)
-    return np.minimum(np.where(region, inside, outside), 1e6).ravel()
+    plane_spacing = np.delete(spacing, axis)
+    out = np.full(region.shape, 1e6, dtype=np.float32)
+    for index in range(region.shape[axis]):
+        slice_ = np.take(region, index, axis=axis)
+        if not slice_.any() or slice_.all():
+            continue  # the whole slice is one kind: no contour in it
+        inside = ndimage.distance_transform_edt(slice_, sampling=plane_spacing)
+        outside = ndimage.distance_transform_edt(~slice_, sampling=plane_spacing)
+        target = [slice(None)] * 3
+        target[axis] = index
+        out[tuple(target)] = np.where(slice_, inside, outside)
+    return out.ravel()
 
 
 @dataclass

@@ -23,13 +23,34 @@ def _errors(phantom) -> np.ndarray:
     return (result.thickness_mm[phantom.valid] - phantom.thickness_mm) / min(phantom.labels.spacing)
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.5, 0.5, 0.7), (1.0, 1.0, 2.0)])
-def test_spherical_shell(spacing):
+@pytest.mark.parametrize(
+    ("spacing", "max_error"),
+    # 1x1x2 mm: 0.6 (the target) is not met at every centre offset yet (bench/thickness.py)
+    [((1.0, 1.0, 1.0), 0.6), ((0.5, 0.5, 0.7), 0.6), ((1.0, 1.0, 2.0), 0.7)],
+)
+def test_spherical_shell(spacing, max_error):
     errors = _errors(
         spherical_shell(20 * max(spacing), 30 * max(spacing), spacing, rng=np.random.default_rng(1))
     )
     assert abs(errors.mean()) <= 0.1
-    assert np.percentile(np.abs(errors), 95) <= 0.35
+    assert np.percentile(np.abs(errors), 95) <= 0.3
+    assert np.abs(errors).max() <= max_error
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dome_over_coarse_slices_is_placed_from_its_terraces(seed):
+    """At the poles of a sphere sampled with 0.7 mm slices the surfaces run between two
+    slices over wide terraces; a local estimate puts them at the midpoint (up to 0.8
+    voxel off at the pole), the wider curvature-corrected smoothing places them."""
+    phantom = spherical_shell(50, 56, (0.5, 0.5, 0.7), rng=np.random.default_rng(seed))
+    result = wall_thickness(phantom.labels.array, phantom.labels.spacing)
+    centre = np.array(phantom.description["centre_mm"])
+    points = np.argwhere(phantom.valid) * np.array(phantom.labels.spacing) - centre
+    pole = np.abs(points[:, 2]) / np.linalg.norm(points, axis=1) > 0.99
+    errors = (result.thickness_mm[phantom.valid] - phantom.thickness_mm) / 0.5
+    assert pole.sum() > 50
+    assert np.abs(errors[pole]).max() <= 0.5
+    assert result.method["coarse_slices"]["axis"] == 2
 
 
 def test_axis_aligned_slab_of_whole_voxels_is_exact():
