@@ -122,11 +122,16 @@ class _SurfaceField:
             index = np.array(np.unravel_index(at, self.shape), dtype=np.float64)
             position = (index - (self.factor[:, None] - 1) / 2) / self.factor[:, None]
             return ndimage.map_coordinates(self.coarse, position, order=1, mode="nearest")
-        f = np.clip(self.smoothed[at].astype(np.float64), _PROBIT_CLIP, 1.0 - _PROBIT_CLIP)
-        d = self.sigma_mm * ndtri(f)
-        if self.curvature_shift is not None:
-            d -= self.curvature_shift[at]
-        return d
+        shift = None if self.curvature_shift is None else self.curvature_shift[at]
+        return _probit_distance(self.smoothed[at], self.sigma_mm, shift)
+
+
+def _probit_distance(smoothed: np.ndarray, sigma_mm: float, shift: np.ndarray | None) -> np.ndarray:
+    """Signed distance in mm from smoothed indicator values: ``sigma * Phi^-1(f)`` (exact
+    for a plane) less the curvature shift of the smoothed 0.5 level, if given."""
+    f = np.clip(smoothed.astype(np.float64), _PROBIT_CLIP, 1.0 - _PROBIT_CLIP)
+    d = sigma_mm * ndtri(f)
+    return d if shift is None else d - shift
 
 
 def _block_mean(region: np.ndarray, factor: np.ndarray) -> np.ndarray:
@@ -173,8 +178,7 @@ def _surface_field(
         return _SurfaceField(
             sigma_mm, region.shape, smoothed.ravel(), None if shift is None else shift.ravel()
         )
-    f = np.clip(smoothed.astype(np.float64), _PROBIT_CLIP, 1.0 - _PROBIT_CLIP)
-    distance = sigma_mm * ndtri(f) - (0.0 if shift is None else shift)
+    distance = _probit_distance(smoothed, sigma_mm, shift)
     return _SurfaceField(sigma_mm, region.shape, coarse=distance.astype(np.float32), factor=factor)
 
 
@@ -326,12 +330,11 @@ def wall_thickness(
         for boundary, surface in fields.items():
             at = kind == boundary
             here, there = cells[at], nb[at]
-            theta[at] = _crossing(surface, here, there)
+            crossing = _crossing(surface, here, there)
             if coarse and axis == coarse_axis:
                 summit = _under_summit(terraces[boundary], here, there)
-                theta[at] = np.where(
-                    summit, _crossing(summit_fields[boundary], here, there), theta[at]
-                )
+                crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
+            theta[at] = crossing
         links.cell[:, column] = np.where(kind == 0, number[nb], -1)
         links.kind[:, column] = kind
         links.distance[:, column] = theta * spacing[axis]
