@@ -54,6 +54,7 @@ cut face borders the outside (``u = 1``) like the epicardium.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -234,6 +235,29 @@ class _Links:
     STEP = np.tile([-1, 1], 3)
 
 
+@numba.njit(cache=True, nogil=True)
+def _face_neighbours(cells, shape, flat_wall, flat_inner):  # pragma: no cover (compiled)
+    """Flat index and kind (`_Links`) of the six face neighbours of every cell of a C-order
+    array of ``shape``; at an array edge the cell itself, of kind 3."""
+    strides = (shape[1] * shape[2], shape[2], 1)
+    neighbour = np.empty((cells.size, 6), dtype=np.int64)
+    kind = np.empty((cells.size, 6), dtype=np.int8)
+    for i in range(cells.size):
+        c = cells[i]
+        for axis in range(3):
+            position = (c // strides[axis]) % shape[axis]
+            for side in range(2):
+                column = 2 * axis + side
+                step = 2 * side - 1
+                if not 0 <= position + step < shape[axis]:
+                    neighbour[i, column], kind[i, column] = c, 3
+                    continue
+                nb = c + step * strides[axis]
+                neighbour[i, column] = nb
+                kind[i, column] = 0 if flat_wall[nb] else (1 if flat_inner[nb] else 2)
+    return neighbour, kind
+
+
 def wall_thickness(
     labels: np.ndarray,
     spacing,
@@ -313,42 +337,25 @@ def wall_thickness(
 
     cells = np.flatnonzero(flat_wall)
     n = cells.size
+    neighbour, kind = _face_neighbours(cells, np.array(shape), flat_wall, flat_inner)
     number = np.full(sub.size, -1, dtype=np.int64)
     number[cells] = np.arange(n)
-    coords = np.unravel_index(cells, shape)
-    strides = np.array([shape[1] * shape[2], shape[2], 1])
-    links = _Links(np.full((n, 6), -1, np.int64), np.zeros((n, 6), np.int8), np.zeros((n, 6)))
-    for column, (axis, step) in enumerate(zip(_Links.AXIS, _Links.STEP, strict=True)):
-        moved = coords[axis] + step
-        inside = (moved >= 0) & (moved < shape[axis])
-        nb = np.where(inside, cells + step * strides[axis], cells)
-        kind = np.full(n, 3, np.int8)
-        kind[inside & flat_wall[nb]] = 0
-        kind[inside & flat_inner[nb]] = 1
-        kind[inside & ~flat_wall[nb] & ~flat_inner[nb]] = 2
-        theta = np.ones(n)
+    theta = np.ones((n, 6))
+    for column, axis in enumerate(_Links.AXIS):
         for boundary, surface in fields.items():
-            at = kind == boundary
-            here, there = cells[at], nb[at]
+            at = kind[:, column] == boundary
+            here, there = cells[at], neighbour[at, column]
             crossing = _crossing(surface, here, there)
             if coarse and axis == coarse_axis:
                 summit = _under_summit(terraces[boundary], here, there)
                 crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
-            theta[at] = crossing
-        links.cell[:, column] = np.where(kind == 0, number[nb], -1)
-        links.kind[:, column] = kind
-        links.distance[:, column] = theta * spacing[axis]
+            theta[at, column] = crossing
+    links = _Links(np.where(kind == 0, number[neighbour], -1), kind, theta * spacing[_Links.AXIS])
 
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
-    gradient = _gradient(u, links)
-    tangent = gradient / np.maximum(np.linalg.norm(gradient, axis=1), 1e-12)[:, None]
+    tangent = _unit_gradient(u, links.cell, links.kind, links.distance)
     order = np.argsort(u, kind="stable")
-    l0, sweeps0 = _path_length(
-        tangent, links, order, boundary_kind=1, direction=1, device=torch_device
-    )
-    l1, sweeps1 = _path_length(
-        tangent, links, order[::-1], boundary_kind=2, direction=-1, device=torch_device
-    )
+    (l0, sweeps0), (l1, sweeps1) = _path_lengths(tangent, links, order, torch_device)
     values = (l0 + l1).astype(np.float32)
     out = np.zeros(labels.shape, dtype=np.float32)
     out_sub = np.zeros(sub.size, dtype=np.float32)
@@ -518,18 +525,46 @@ def _cg_kernel(indptr, indices, data, rhs, x, tolerance, max_iterations):  # pra
     return -1
 
 
-def _gradient(u: np.ndarray, links: _Links) -> np.ndarray:
-    """Non-uniform central differences of ``u``: a wall neighbour one spacing away, a
-    boundary value (0 or 1) at its sub-voxel distance, or (array edge) ``u`` itself."""
-    value = np.where(links.kind == 0, u[np.maximum(links.cell, 0)], u[:, None])
-    value[links.kind == 1] = 0.0
-    value[links.kind == 2] = 1.0
-    grad = np.empty((u.size, 3))
-    for axis in range(3):
-        down, up = value[:, 2 * axis], value[:, 2 * axis + 1]
-        d_down, d_up = links.distance[:, 2 * axis], links.distance[:, 2 * axis + 1]
-        grad[:, axis] = ((up - u) * d_down / d_up + (u - down) * d_up / d_down) / (d_up + d_down)
-    return grad
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _unit_gradient(u, cell, kind, distance):  # pragma: no cover (compiled)
+    """Unit vectors along ``grad u`` (0 where it vanishes), by non-uniform central
+    differences: a wall neighbour one spacing away, a boundary value (0 inner, 1 outer)
+    at its sub-voxel distance, or (array edge) ``u`` itself."""
+    out = np.zeros((u.shape[0], 3))
+    for i in numba.prange(u.shape[0]):
+        norm = 0.0
+        for axis in range(3):
+            ends = np.empty(2)
+            for side in range(2):
+                f = 2 * axis + side
+                k = kind[i, f]
+                ends[side] = u[cell[i, f]] if k == 0 else (u[i] if k == 3 else k - 1.0)
+            d_down, d_up = distance[i, 2 * axis], distance[i, 2 * axis + 1]
+            g = ((ends[1] - u[i]) * d_down / d_up + (u[i] - ends[0]) * d_up / d_down) / (
+                d_up + d_down
+            )
+            out[i, axis] = g
+            norm += g * g
+        if norm > 0.0:
+            out[i] /= np.sqrt(norm)
+    return out
+
+
+def _path_lengths(
+    tangent: np.ndarray, links: _Links, order: np.ndarray, device: torch.device | None
+) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]]:
+    """`_path_length` from the inner surface (``L0``) and from the outer one (``L1``);
+    on the CPU the two compiled passes run side by side in two threads."""
+    inward = {"boundary_kind": 1, "direction": 1, "device": device}
+    outward = {"boundary_kind": 2, "direction": -1, "device": device}
+    if device is not None:
+        return (
+            _path_length(tangent, links, order, **inward),
+            _path_length(tangent, links, order[::-1], **outward),
+        )
+    with ThreadPoolExecutor(2) as pool:
+        l1 = pool.submit(_path_length, tangent, links, order[::-1], **outward)
+        return _path_length(tangent, links, order, **inward), l1.result()
 
 
 def _path_length(
