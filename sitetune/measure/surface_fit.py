@@ -17,7 +17,7 @@ the columns along ``c`` in a disc around the link: the analytic centre of the in
 a twentieth of a voxel so that a window no quadric fits exactly still gives an answer),
 by Newton's method from the least-squares fit to the interval midpoints. The disc grows
 with the surface's radius of curvature ``R`` (from a first fit in 5 mm): ``0.63 R^0.75``
-mm, from 5 to 14 mm, so that the quadric's neglected quartic term stays small on a tight
+mm, from 5 to 10 mm, so that the quadric's neglected quartic term stays small on a tight
 curve while a wide summit is seen out to its terrace edges.
 
 The crossing on a link is where the fitted height field meets the link segment. A lattice
@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 _WINDOW_MIN_MM = 5.0  # disc radius of the first fit, and the smallest final one
-_WINDOW_MAX_MM = 14.0
+_WINDOW_MAX_MM = 10.0
 _WINDOW_GAIN = 0.63  # final disc radius = gain * R^0.75 (mm), R the radius of curvature
 _BLOCK = 3  # links whose wall voxels share a block of this many voxels a side share a fit
 _SEARCH = 6  # voxels searched along a column, either side of the tangent plane
@@ -167,20 +167,12 @@ def _columns(region, shape, spacing, here, c, normal, radius, table):  # pragma:
             if iv < 0 or iv >= shape[v] or x * x + y * y > radius * radius:
                 continue
             plane = -(normal[u] * x + normal[v] * y) / normal[c]
-            k0 = int(np.floor(plane / spacing[c]))
             base = iu * strides[u] + iv * strides[v]
-            best, nearest = -1 << 30, 1e9
-            for k in range(k0 - _SEARCH, k0 + _SEARCH + 1):
-                ic = here[c] + k
-                if ic < 0 or ic + 1 >= shape[c]:
-                    continue
-                below = region[base + ic * strides[c]]
-                above = region[base + (ic + 1) * strides[c]]
-                if (rising and above and not below) or (not rising and below and not above):
-                    distance = abs((k + 0.5) * spacing[c] - plane)
-                    if distance < nearest:
-                        best, nearest = k, distance
-            if nearest == 1e9:
+            # candidates in order of distance from the tangent plane (ties: the lower one)
+            best, nearest = _nearest_crossing(
+                region, shape, strides, base, here[c], c, plane, spacing[c], rising
+            )
+            if nearest < 0:
                 continue
             row = table[count]
             row[0], row[1], row[2] = 1.0, x, y
@@ -189,6 +181,34 @@ def _columns(region, shape, spacing, here, c, normal, radius, table):  # pragma:
             row[8] = x * x + y * y
             count += 1
     return count
+
+
+@numba.njit(cache=True)
+def _nearest_crossing(
+    region, shape, strides, base, start, c, plane, step, rising
+):  # pragma: no cover
+    """The column's crossing (``region`` entered going towards +c if ``rising``, else
+    left) nearest the tangent plane's height ``plane`` (mm), within `_SEARCH` voxels:
+    ``(k, distance)`` with the crossing between voxels ``start + k`` and ``start + k + 1``;
+    distance -1 if there is none."""
+    lowest = int(np.floor(plane / step)) - _SEARCH
+    below = int(np.floor(plane / step - 0.5))  # candidates below the plane, going down
+    above = below + 1  # ... and above it, going up
+    while below >= lowest or above <= lowest + 2 * _SEARCH:
+        if above > lowest + 2 * _SEARCH or (
+            below >= lowest and plane - (below + 0.5) * step <= (above + 0.5) * step - plane
+        ):
+            k, below = below, below - 1
+        else:
+            k, above = above, above + 1
+        index = start + k
+        if index < 0 or index + 1 >= shape[c]:
+            continue
+        first = region[base + index * strides[c]]
+        second = region[base + (index + 1) * strides[c]]
+        if (rising and second and not first) or (not rising and first and not second):
+            return k, abs((k + 0.5) * step - plane)
+    return 0, -1.0
 
 
 @numba.njit(cache=True)
@@ -239,7 +259,7 @@ def _analytic_centre(columns, m, steps, finest, a):  # pragma: no cover (compile
         middle = 0.5 * (columns[j, 6] + columns[j, 7])
         for p in range(6):
             grad[p] += columns[j, p] * middle
-            for q in range(6):
+            for q in range(p + 1):
                 hessian[p, q] += columns[j, p] * columns[j, q]
     _solve_spd(hessian, grad, a)
     step = np.empty(6)
@@ -255,7 +275,7 @@ def _analytic_centre(columns, m, steps, finest, a):  # pragma: no cover (compile
             value += v1 + v2
             for p in range(6):
                 grad[p] += (d1 - d2) * columns[j, p]
-                for q in range(6):
+                for q in range(p + 1):
                     hessian[p, q] += (c1 + c2) * columns[j, p] * columns[j, q]
         _solve_spd(hessian, grad, step)
         decrement = 0.0
@@ -281,8 +301,8 @@ def _analytic_centre(columns, m, steps, finest, a):  # pragma: no cover (compile
 
 @numba.njit(cache=True)
 def _solve_spd(matrix, rhs, out):  # pragma: no cover (compiled)
-    """``out = matrix^-1 rhs`` for a small symmetric positive (semi)definite matrix
-    (Cholesky, with a tiny ridge)."""
+    """``out = matrix^-1 rhs`` for a small symmetric positive (semi)definite matrix given
+    by its lower triangle (Cholesky, with a tiny ridge)."""
     n = rhs.shape[0]
     lower = np.zeros((n, n))
     for i in range(n):
