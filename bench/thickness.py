@@ -20,7 +20,7 @@ centre offsets, worst value of each statistic per row over the seeds, and the ro
 a target.
 
 Speed: a spherical shell of radii 60-80 voxels in a 256^3 array at 1 mm, median of
-``--runs`` for each method (interleaved), and the ratio.
+``--runs`` for each method (interleaved, after one warm-up call each), and the ratios.
 """
 
 from __future__ import annotations
@@ -189,6 +189,9 @@ def speed(runs: int) -> dict:
     assert phantom.labels.shape == (256, 256, 256), phantom.labels.shape
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     accuracy_rows = {}
+    warm_up = spherical_shell(8, 12, rng=np.random.default_rng(0))
+    for method in METHODS:  # numba compiles on first use (then from its disk cache)
+        errors_of(method, warm_up)
     for _ in range(runs):
         for method in METHODS:  # interleaved, so machine drift hits both alike
             row, seconds = errors_of(method, phantom)
