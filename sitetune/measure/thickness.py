@@ -36,7 +36,7 @@ Accuracy comes from three places the usual voxel implementations skip:
   cannot read a terrace's sub-voxel height, which lies in the widths of the terraces
   around it; :mod:`sitetune.measure.surface_fit` fits each surface locally to the column
   intervals of its staircase instead, which halves the placement error at 1 mm
-  (opt-in: it adds about a third to the time at 256^3).
+  (opt-in: it adds about half to the time at 256^3).
 - **Anisotropic spacing** enters every difference quotient and face area exactly.
 - **Path lengths** are first-order upwind, which is exact for planar fields of any
   orientation; the upwind system is triangular in order of ``u``, so one pass over the
