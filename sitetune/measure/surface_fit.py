@@ -118,9 +118,13 @@ def _fit_groups(
 
 @numba.njit(cache=True)
 def _fit_group(region, shape, spacing, centre, c, normal, table, used):  # pragma: no cover
-    """The height-field coefficients of one group (NaN if too few columns)."""
+    """The height-field coefficients of one group (NaN if too few columns, or if its
+    links' normals cancel, as on both sides of a one-voxel structure)."""
     here = _unflatten(centre, shape)
     a = np.empty(6)
+    if abs(normal[c]) < 1e-3:
+        a[:] = np.nan
+        return a
     count = _columns(region, shape, spacing, here, c, normal, _WINDOW_MIN_MM, table)
     m = _within(table, count, _WINDOW_MIN_MM, used)
     radius = _WINDOW_MIN_MM

@@ -88,6 +88,18 @@ def test_fitted_surfaces_keep_planes_exact_and_say_where_they_apply():
         wall_thickness(coarse.labels.array, coarse.labels.spacing, surfaces="exact")
 
 
+def test_fitted_surfaces_handle_one_voxel_structures():
+    """A one-voxel blood pool has links whose normals cancel: no fit, the smoothing's
+    placement is kept, and the thickness is finite and close to the smoothing's."""
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[5:15, 5:15, 5:15] = 2
+    labels[10, 10, 10] = 1
+    fitted = wall_thickness(labels, (1.0, 1.0, 1.0), surfaces="fitted")
+    smoothed = wall_thickness(labels, (1.0, 1.0, 1.0))
+    assert np.isfinite(fitted.thickness_mm).all()
+    assert abs(fitted.stats["median"] - smoothed.stats["median"]) <= 1.0
+
+
 def test_axis_aligned_slab_of_whole_voxels_is_exact():
     errors = _errors(slab(7.0, (1, 0, 0), (1.0, 1.0, 1.0), rng=np.random.default_rng(0)))
     assert np.abs(errors).max() <= 1e-3
