@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sitetune.imaging.phantoms.analytic import cylindrical_shell, slab, spherical_shell
-from sitetune.measure.thickness import wall_thickness
+from sitetune.measure.thickness import _ANISOTROPY, wall_thickness
 
 SPACINGS = {"1mm": (1.0, 1.0, 1.0), "0.5x0.5x0.7mm": (0.5, 0.5, 0.7), "1x1x2mm": (1.0, 1.0, 2.0)}
 
@@ -116,7 +116,7 @@ METHODS = {
 def methods_for(spacing) -> list[str]:
     """The methods to run at ``spacing``: surfaces="fitted" only where it applies
     (near-isotropic spacing; with coarse slices it is the same as "sitetune")."""
-    isotropic = max(spacing) <= 1.2 * min(spacing)
+    isotropic = max(spacing) <= _ANISOTROPY * min(spacing)
     return [m for m in METHODS if isotropic or m != "sitetune-fitted"]
 
 

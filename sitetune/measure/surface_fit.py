@@ -107,20 +107,19 @@ def _fit_groups(
         table = np.empty(((2 * reach + 1) ** 2, 9))
         used = np.empty_like(table)
         for g in range(chunk * groups // chunks, (chunk + 1) * groups // chunks):
-            a = _fit_group(
-                region, shape, spacing, centre[g], height_axis[g], normal[g], table, used
-            )
+            origin = _unflatten(centre[g], shape)
+            a = _fit_group(region, shape, spacing, origin, height_axis[g], normal[g], table, used)
             for link in range(start[g], start[g + 1]):
                 theta[link] = _crossing_of(
-                    a, shape, spacing, centre[g], height_axis[g], here[link], there[link]
+                    a, shape, spacing, origin, height_axis[g], here[link], there[link]
                 )
 
 
 @numba.njit(cache=True)
-def _fit_group(region, shape, spacing, centre, c, normal, table, used):  # pragma: no cover
-    """The height-field coefficients of one group (NaN if too few columns, or if its
-    links' normals cancel, as on both sides of a one-voxel structure)."""
-    here = _unflatten(centre, shape)
+def _fit_group(region, shape, spacing, here, c, normal, table, used):  # pragma: no cover
+    """The height-field coefficients of one group, centred on voxel ``here`` (NaN if too
+    few columns, or if its links' normals cancel, as on both sides of a one-voxel
+    structure)."""
     a = np.empty(6)
     if abs(normal[c]) < 1e-3:
         a[:] = np.nan
@@ -331,16 +330,13 @@ def _solve_spd(matrix, rhs, out):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True)
-def _crossing_of(a, shape, spacing, centre, c, here, there):  # pragma: no cover (compiled)
-    """Fraction of the segment ``here -> there`` where ``h(u, v)`` (coefficients ``a``,
-    origin at ``centre``) meets it: the root of a quadratic nearest the middle."""
+def _crossing_of(a, shape, spacing, origin, c, here, there):  # pragma: no cover (compiled)
+    """Fraction of the segment ``here -> there`` (flat indices) where ``h(u, v)``
+    (coefficients ``a``, origin at voxel ``origin``) meets it: the root of a quadratic
+    nearest the middle."""
     if np.isnan(a[0]):
         return np.nan
-    origin, start, end = (
-        _unflatten(centre, shape),
-        _unflatten(here, shape),
-        _unflatten(there, shape),
-    )
+    start, end = _unflatten(here, shape), _unflatten(there, shape)
     u, v = (c + 1) % 3, (c + 2) % 3
     pu, pv, pc = [(start[k] - origin[k]) * spacing[k] for k in (u, v, c)]
     du, dv, dc = [(end[k] - start[k]) * spacing[k] for k in (u, v, c)]

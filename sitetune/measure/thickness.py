@@ -251,7 +251,6 @@ class _Links:
     distance: np.ndarray
 
     AXIS = np.repeat(np.arange(3), 2)  # axis of each of the six columns
-    STEP = np.tile([-1, 1], 3)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -571,20 +570,25 @@ def _unit_gradient(u, cell, kind, distance):  # pragma: no cover (compiled)
     for i in numba.prange(u.shape[0]):
         norm = 0.0
         for axis in range(3):
-            ends = np.empty(2)
-            for side in range(2):
-                f = 2 * axis + side
-                k = kind[i, f]
-                ends[side] = u[cell[i, f]] if k == 0 else (u[i] if k == 3 else k - 1.0)
+            down = _neighbour_value(u, cell, kind, i, 2 * axis)
+            up = _neighbour_value(u, cell, kind, i, 2 * axis + 1)
             d_down, d_up = distance[i, 2 * axis], distance[i, 2 * axis + 1]
-            g = ((ends[1] - u[i]) * d_down / d_up + (u[i] - ends[0]) * d_up / d_down) / (
-                d_up + d_down
-            )
+            g = ((up - u[i]) * d_down / d_up + (u[i] - down) * d_up / d_down) / (d_up + d_down)
             out[i, axis] = g
             norm += g * g
         if norm > 0.0:
             out[i] /= np.sqrt(norm)
     return out
+
+
+@numba.njit(cache=True, inline="always")
+def _neighbour_value(u, cell, kind, i, face):  # pragma: no cover (compiled)
+    """``u`` across a face of cell ``i``: the wall neighbour's, the boundary value (0
+    inner, 1 outer), or (array edge) ``u[i]`` itself."""
+    k = kind[i, face]
+    if k == 0:
+        return u[cell[i, face]]
+    return u[i] if k == 3 else k - 1.0
 
 
 def _path_lengths(
