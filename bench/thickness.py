@@ -20,7 +20,15 @@ centre offsets, worst value of each statistic per row over the seeds, and the ro
 a target.
 
 Speed: a spherical shell of radii 60-80 voxels in a 256^3 array at 1 mm, median of
-``--runs`` for each method (interleaved, after one warm-up call each), and the ratios.
+``--runs`` for each method (interleaved, after one warm-up call each), and the ratios; each
+sitetune run's stage times (surface placement, Laplace, path lengths) beside it.
+
+GPU (``--device cuda``): adds ``sitetune-cuda`` and ``sitetune-fitted-cuda`` (the Laplace and
+path-length solves in torch on the GPU, the surface placement on the CPU) to the table and
+the timing; ``--skip-accuracy --seeds ''`` times them alone, e.g. on a GPU host:
+
+    python bench/thickness.py --device cuda --skip-accuracy --seeds '' \
+        --out bench/results/thickness_gpu.json
 """
 
 from __future__ import annotations
@@ -89,41 +97,49 @@ def lattice_thickness(target_mm: float, normal, spacing) -> float:
     return round(target_mm / step_mm) * step_mm
 
 
-def sitetune_thickness(labels: np.ndarray, spacing) -> np.ndarray:
-    return wall_thickness(labels, spacing).thickness_mm
+def sitetune_method(surfaces: str = "smoothed", device: str | None = None):
+    """``wall_thickness`` with these options, as a bench method: ``(thickness, stage seconds)``."""
+
+    def run(labels: np.ndarray, spacing) -> tuple[np.ndarray, dict]:
+        result = wall_thickness(labels, spacing, surfaces=surfaces, device=device)
+        return result.thickness_mm, result.method["stage_seconds"]
+
+    return run
 
 
-def sitetune_fitted_thickness(labels: np.ndarray, spacing) -> np.ndarray:
-    return wall_thickness(labels, spacing, surfaces="fitted").thickness_mm
-
-
-def pyezzi_thickness(labels: np.ndarray, spacing) -> np.ndarray:
+def pyezzi_thickness(labels: np.ndarray, spacing) -> tuple[np.ndarray, None]:
     from pyezzi import compute_thickness_cardiac
 
     endo = labels == 1
     epi = labels >= 1
     out = compute_thickness_cardiac(endo, epi, spacing=tuple(float(s) for s in spacing))
-    return np.nan_to_num(np.asarray(out, dtype=np.float64))
+    return np.nan_to_num(np.asarray(out, dtype=np.float64)), None
 
 
 METHODS = {
-    "sitetune": sitetune_thickness,
-    "sitetune-fitted": sitetune_fitted_thickness,
+    "sitetune": sitetune_method(),
+    "sitetune-fitted": sitetune_method("fitted"),
     "pyezzi": pyezzi_thickness,
 }
+
+
+def add_device_methods(device: str) -> None:
+    """Add ``sitetune-<device>`` and ``sitetune-fitted-<device>`` (torch solvers)."""
+    METHODS[f"sitetune-{device}"] = sitetune_method(device=device)
+    METHODS[f"sitetune-fitted-{device}"] = sitetune_method("fitted", device)
 
 
 def methods_for(spacing) -> list[str]:
     """The methods to run at ``spacing``: surfaces="fitted" only where it applies
     (near-isotropic spacing; with coarse slices it is the same as "sitetune")."""
     isotropic = max(spacing) <= _ANISOTROPY * min(spacing)
-    return [m for m in METHODS if isotropic or m != "sitetune-fitted"]
+    return [m for m in METHODS if isotropic or "fitted" not in m]
 
 
 def errors_of(method, phantom) -> tuple[dict, float]:
     spacing = phantom.labels.spacing
     started = time.perf_counter()
-    thickness = METHODS[method](phantom.labels.array, spacing)
+    thickness, stages = METHODS[method](phantom.labels.array, spacing)
     seconds = time.perf_counter() - started
     errors = (thickness[phantom.valid] - phantom.thickness_mm) / min(spacing)
     absolute = np.abs(errors)
@@ -133,7 +149,7 @@ def errors_of(method, phantom) -> tuple[dict, float]:
         "max_abs_error_vox": round(float(absolute.max()), 3),
         "voxels": int(errors.size),
         "seconds": round(seconds, 2),
-    }, seconds
+    } | ({"stage_seconds": stages} if stages else {}), seconds
 
 
 def accuracy(seed: int) -> dict:
@@ -164,8 +180,8 @@ def robustness(seeds: list[int]) -> dict:
         for spacing_name, spacing in SPACINGS.items():
             for name, phantom in phantoms(spacing, rng):
                 for method in methods_for(spacing):
-                    if method == "pyezzi":
-                        continue
+                    if method not in ("sitetune", "sitetune-fitted"):
+                        continue  # pyezzi, and the torch solvers (the same surfaces)
                     row, _ = errors_of(method, phantom)
                     into = worst.setdefault(method, {}).setdefault(spacing_name, {})
                     into = into.setdefault(name, {})
@@ -203,7 +219,7 @@ def speed(runs: int) -> dict:
         "wall_voxels": int((phantom.labels.array == 2).sum()),
         "median_s": {m: round(statistics.median(t), 2) for m, t in times.items()},
         "runs_s": {m: [round(v, 2) for v in t] for m, t in times.items()},
-        "accuracy": accuracy_rows,
+        "last_run": accuracy_rows,
     }
     for method in METHODS:
         if method != "pyezzi":
@@ -218,16 +234,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--seeds", default="1,2,3,4,5", help="further offsets (robustness)")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true", help="speed (and --seeds) only")
+    parser.add_argument("--device", help="also time the torch solvers on this device ('cuda')")
     parser.add_argument("--out", default="bench/results/thickness.json")
     args = parser.parse_args()
-    result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "accuracy": accuracy(args.seed),
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }
+    if args.device:
+        import torch
+
+        add_device_methods(args.device)
+        if args.device.startswith("cuda"):
+            machine["gpu"] = torch.cuda.get_device_name(args.device)
+        machine["torch"] = torch.__version__
+    result: dict = {"machine": machine}
+    if not args.skip_accuracy:
+        result["accuracy"] = accuracy(args.seed)
     if args.seeds:
         result["robustness"] = robustness([int(s) for s in args.seeds.split(",")])
         print(json.dumps({"robustness_missing": result["robustness"]["missing"]}), flush=True)

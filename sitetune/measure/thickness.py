@@ -48,8 +48,8 @@ iterations proportional to the thickness in voxels, not to the volume size. The 
 loops (system assembly, CG with parallel row loops, the upwind pass) are compiled with
 numba (cached on disk after the first call).
 
-With ``device=`` set, the two solves run in torch (CPU or CUDA) on the same assembled
-systems; see :mod:`sitetune.measure.thickness_torch`.
+With ``device=`` set, the two solves run in torch (CPU or CUDA) on the same discrete
+equations; see :mod:`sitetune.measure.thickness_torch`.
 
 The open LV base (blood pool touching the background with no wall between) needs no
 special case: only wall voxels are unknowns, and where the wall ends at the base ring its
@@ -386,11 +386,13 @@ def wall_thickness(
             )
             theta[at] = np.clip(crossing, _THETA_MIN, 1.0)
     links = _Links(np.where(kind == 0, number[neighbour], -1), kind, theta * spacing[_Links.AXIS])
-
+    placed = time.perf_counter()
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
+    solved = time.perf_counter()
     tangent = _unit_gradient(u, links.cell, links.kind, links.distance)
     order = np.argsort(u, kind="stable")
     (l0, sweeps0), (l1, sweeps1) = _path_lengths(tangent, links, order, torch_device)
+    traced = time.perf_counter()
     values = (l0 + l1).astype(np.float32)
     out = np.zeros(labels.shape, dtype=np.float32)
     out_sub = np.zeros(sub.size, dtype=np.float32)
@@ -426,14 +428,12 @@ def wall_thickness(
         method["path_sweeps"] = [sweeps0, sweeps1]
         method["backend"], method["device"] = "torch", str(torch_device)
     method["seconds"] = round(time.perf_counter() - started, 3)
+    method["stage_seconds"] = {
+        "surfaces": round(placed - started, 3),
+        "laplace": round(solved - placed, 3),
+        "path_lengths": round(traced - solved, 3),
+    }
     return ThicknessResult(out, _summary(values), method)
-
-
-def _rows_to_csr(columns: np.ndarray, values: np.ndarray, n: int) -> sp.csr_matrix:
-    """A CSR matrix from ``(n, k)`` column numbers (-1: no entry) and values, row by row."""
-    used = columns >= 0
-    indptr = np.concatenate([[0], np.cumsum(used.sum(1))]).astype(np.int32)
-    return sp.csr_matrix((values[used], columns[used].astype(np.int32), indptr), shape=(n, n))
 
 
 def _solve_laplace(
@@ -594,66 +594,31 @@ def _neighbour_value(u, cell, kind, i, face):  # pragma: no cover (compiled)
 def _path_lengths(
     tangent: np.ndarray, links: _Links, order: np.ndarray, device: torch.device | None
 ) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]]:
-    """`_path_length` from the inner surface (``L0``) and from the outer one (``L1``);
-    on the CPU the two compiled passes run side by side in two threads."""
-    inward = {"boundary_kind": 1, "direction": 1, "device": device}
-    outward = {"boundary_kind": 2, "direction": -1, "device": device}
-    if device is not None:
-        return (
-            _path_length(tangent, links, order, **inward),
-            _path_length(tangent, links, order[::-1], **outward),
-        )
-    with ThreadPoolExecutor(2) as pool:
-        l1 = pool.submit(_path_length, tangent, links, order[::-1], **outward)
-        return _path_length(tangent, links, order, **inward), l1.result()
-
-
-def _path_length(
-    tangent: np.ndarray,
-    links: _Links,
-    order: np.ndarray,
-    *,
-    boundary_kind: int,
-    direction: int,
-    device: torch.device | None = None,
-) -> tuple[np.ndarray, int]:
-    """Upwind solution of ``direction * grad L . T = 1`` with ``L = 0`` on one surface:
-    ``(L, sweeps)``. On the CPU (``device`` None) one compiled pass in ``order`` solves
-    the triangular system directly (sweeps 0); with torch, Jacobi sweeps of it."""
+    """Path lengths from the inner surface (``L0``) and from the outer one (``L1``):
+    ``((L0, sweeps), (L1, sweeps))``, upwind solutions of ``direction * grad L . T = 1``
+    with ``L = 0`` on the surface (`_upwind_pass`). On the CPU (``device`` None) one
+    compiled pass per surface in order of the potential solves the triangular system
+    directly (sweeps 0), the two passes side by side in two threads; with torch, Jacobi
+    sweeps of the same system on the device."""
     max_step = float(links.distance.max())
-    if device is None:
+    if device is not None:
+        from sitetune.measure.thickness_torch import upwind_path_lengths
+
+        return upwind_path_lengths(
+            tangent, links.cell, links.kind, links.distance, order, max_step, device
+        )
+
+    def one_pass(boundary_kind: int, direction: int, visiting: np.ndarray) -> tuple:
         out = np.empty(tangent.shape[0])
         _upwind_pass(
-            order, tangent, direction, links.cell, links.kind, links.distance,
+            visiting, tangent, direction, links.cell, links.kind, links.distance,
             boundary_kind, max_step, out,
         )  # fmt: skip
         return out, 0
-    from sitetune.measure.thickness_torch import solve_unit_lower
 
-    faces = _upwind_faces(tangent, links, direction)
-    matrix, rhs = _path_system(faces, links, order, boundary_kind)
-    solution, sweeps = solve_unit_lower(matrix, rhs, device)
-    out = np.empty(tangent.shape[0])
-    out[order] = solution
-    return out, sweeps
-
-
-def _upwind_faces(
-    tangent: np.ndarray, links: _Links, direction: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell and axis, the face the path comes from: neighbour cell, its kind and the
-    weight ``|T_axis| / distance`` (0 where the tangent has no component on the axis);
-    the arrays `_upwind_pass` reads on the fly, for `_path_system`.
-
-    Per axis at most one face is upwind: the -1 face when the component is positive,
-    the +1 face when negative.
-    """
-    component = direction * tangent
-    face = 2 * np.arange(3) + (component < 0)
-    cell = np.take_along_axis(links.cell, face, 1)
-    kind = np.take_along_axis(links.kind, face, 1)
-    weight = np.abs(component) / np.take_along_axis(links.distance, face, 1)
-    return cell, kind, weight
+    with ThreadPoolExecutor(2) as pool:
+        l1 = pool.submit(one_pass, 2, -1, order[::-1])
+        return one_pass(1, 1, order), l1.result()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -662,7 +627,8 @@ def _upwind_pass(
 ):  # pragma: no cover (compiled)
     """Visit cells in ``order``; each takes the weighted mean of its upwind wall
     neighbours already visited (and 0 at its upwind faces on the surface) plus the step
-    ``1 / sum(weights)``, with weights ``|T_axis| / distance`` (`_upwind_faces`).
+    ``1 / sum(weights)``, with weights ``|T_axis| / distance`` of the upwind faces (per
+    axis the -1 face where the component is positive, the +1 face where negative).
 
     With every upwind face present the step is at most the largest face distance (the
     tangent is a unit vector); where the order drops the main upwind neighbour (the field
@@ -691,30 +657,3 @@ def _upwind_pass(
             diag = 1.0
         out[i] = total / diag + min(1.0 / diag, max_step)
         visited[i] = True
-
-
-def _path_system(
-    faces: tuple[np.ndarray, np.ndarray, np.ndarray],
-    links: _Links,
-    order: np.ndarray,
-    boundary_kind: int,
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """`_upwind_pass` as a linear system, rows and columns in visiting order: a unit
-    lower-triangular CSR matrix and its right-hand side (for the torch solvers)."""
-    cell, kind, weight = faces
-    n = cell.shape[0]
-    rows = np.arange(n)
-    position = np.empty(n, dtype=np.int64)
-    position[order] = rows
-    neighbour_position = np.where(cell >= 0, position[np.maximum(cell, 0)], n)
-    moving = weight != 0
-    earlier = (kind == 0) & (neighbour_position < position[:, None]) & moving
-    use = earlier | ((kind == boundary_kind) & moving)
-    diag = np.where(use, weight, 0.0).sum(1)
-    diag[diag == 0] = 1.0
-    step = np.minimum(1.0 / diag, float(links.distance.max()))
-    columns = np.where(earlier, neighbour_position, -1)[order]
-    values = (np.where(earlier, -weight, 0.0) / diag[:, None])[order]
-    columns = np.concatenate([columns, rows[:, None]], axis=1)
-    values = np.concatenate([values, np.ones((n, 1))], axis=1)
-    return _rows_to_csr(columns, values, n), step[order]

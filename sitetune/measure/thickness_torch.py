@@ -1,17 +1,18 @@
 """Torch solvers for :mod:`sitetune.measure.thickness` (CPU or CUDA).
 
 Imported lazily by ``wall_thickness(..., device=...)``, so that importing the measurement
-code never imports torch. The systems are assembled by the scipy code; only their
-solution runs here:
+code never imports torch. Both solve the same discrete equations as the numpy/numba code:
 
 - **Laplace**: the same Jacobi-scaled float32 conjugate gradients as ``thickness._cg``
-  (same start, stopping rule and iteration cap), with the matrix as a sparse CSR tensor.
+  (same start, stopping rule and iteration cap) on the system ``thickness`` assembles, as a
+  sparse CSR tensor.
   Convergence is read back to the host only every few iterations; the iterate is frozen
   on the device at the first iteration that meets the tolerance, so the result and the
   iteration count are those of stopping there.
-- **Path lengths**: the unit lower-triangular upwind system ``A x = b`` is solved by the
-  Jacobi fixed point ``x <- b + (I - A) x``, which is exact after as many sweeps as the
-  longest dependency chain (sparse matvecs instead of a sequential triangular solve).
+- **Path lengths**: the upwind equations of ``thickness._upwind_pass``, triangular in
+  order of the potential, solved by the Jacobi fixed point ``x <- step + C x`` built on the
+  device from the cells' face arrays (gathers instead of a sequential pass), which is exact
+  after as many sweeps as the longest dependency chain.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     index = np.int32 if matrix.nnz < np.iinfo(np.int32).max else np.int64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
         return torch.sparse_csr_tensor(
             torch.from_numpy(matrix.indptr.astype(index)),
             torch.from_numpy(matrix.indices.astype(index)),
@@ -94,26 +96,74 @@ def cg(
     raise RuntimeError("Laplace solve did not converge")
 
 
-def solve_unit_lower(
-    matrix: sp.csr_matrix, rhs: np.ndarray, device: torch.device
-) -> tuple[np.ndarray, int]:
-    """Solve ``matrix @ x = rhs`` (unit lower-triangular; its diagonal is not read) by
-    Jacobi sweeps ``x <- rhs + (I - matrix) x`` on ``device``: ``(x, sweeps)``.
+def upwind_path_lengths(
+    tangent: np.ndarray,
+    cell: np.ndarray,
+    kind: np.ndarray,
+    distance: np.ndarray,
+    order: np.ndarray,
+    max_step: float,
+    device: torch.device,
+) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]]:
+    """``thickness._upwind_pass`` for both surfaces as Jacobi sweeps on ``device``:
+    ``((L0, sweeps), (L1, sweeps))`` -- ``L0`` from the inner surface (kind 1) visiting
+    cells in ``order``, ``L1`` from the outer one (kind 2) in reverse ``order``.
 
-    Stops when a sweep changes ``x`` by at most ``1e-6 max|x|`` (exactly once every
-    dependency chain has been traversed); RuntimeError after ``n`` sweeps without that.
+    A cell reads an upwind wall neighbour only where the neighbour comes earlier in its
+    visiting order, so the system is triangular in that order and ``x <- step + C x`` is
+    exact after as many sweeps as its longest dependency chain. The sweeps stop when one
+    changes ``x`` by at most ``1e-6 max|x|`` (checked every few sweeps); RuntimeError
+    after ``n`` sweeps without that. The arguments are the `thickness._Links` arrays.
     """
-    n = rhs.size
-    strict = -sp.tril(matrix, k=-1, format="csr")
-    strict.sort_indices()
-    a = to_torch_csr(strict, device)
-    b = torch.from_numpy(rhs).to(device)
-    x = b.clone()  # the first sweep from zero
-    for sweep in range(1, n + 1):
-        x_new = torch.addmv(b, a, x)
+    put = {"device": device}
+    tangent_d = torch.from_numpy(tangent).to(**put)
+    cell_d = torch.from_numpy(cell).to(**put)
+    kind_d = torch.from_numpy(kind).to(**put)
+    distance_d = torch.from_numpy(distance).to(**put)
+    position = torch.empty(order.size, dtype=torch.int64, device=device)
+    position[torch.from_numpy(order).to(**put)] = torch.arange(order.size, device=device)
+    return tuple(
+        _upwind_sweeps(
+            tangent_d, cell_d, kind_d, distance_d, position, boundary_kind, direction, max_step
+        )
+        for boundary_kind, direction in ((1, 1), (2, -1))
+    )
+
+
+def _upwind_sweeps(
+    tangent: torch.Tensor,
+    cell: torch.Tensor,
+    kind: torch.Tensor,
+    distance: torch.Tensor,
+    position: torch.Tensor,
+    boundary_kind: int,
+    direction: int,
+    max_step: float,
+) -> tuple[np.ndarray, int]:
+    """One surface's upwind path lengths (`upwind_path_lengths`): ``(L, sweeps)``."""
+    component = direction * tangent
+    face = 2 * torch.arange(3, device=tangent.device) + (component < 0)  # upwind face per axis
+    neighbour = torch.take_along_dim(cell, face, 1)
+    neighbour_kind = torch.take_along_dim(kind, face, 1)
+    weight = component.abs() / torch.take_along_dim(distance, face, 1)
+    moving = weight != 0
+    neighbour = neighbour.clamp(min=0)  # -1 (no wall neighbour) is masked out below
+    earlier = (neighbour_kind == 0) & moving
+    earlier &= direction * position[neighbour] < direction * position[:, None]
+    used = earlier | ((neighbour_kind == boundary_kind) & moving)
+    diag = torch.where(used, weight, 0.0).sum(1)
+    diag = torch.where(diag == 0, 1.0, diag)
+    coefficient = torch.where(earlier, weight / diag[:, None], 0.0)
+    step = torch.clamp(1.0 / diag, max=max_step)
+    x = step  # the first sweep from zero
+    n = step.numel()
+    for sweep in range(2, n + 1):
+        x_new = step + (coefficient * x[neighbour]).sum(1)
         if sweep % _CHECK_EVERY == 0 or sweep == n:
             change = (x_new - x).abs().max()
             if bool(change <= _SWEEP_TOLERANCE * x_new.abs().max()):
                 return x_new.cpu().numpy(), sweep
         x = x_new
+    if n == 1:
+        return x.cpu().numpy(), 1
     raise RuntimeError(f"path-length sweeps did not converge in {n} sweeps")

@@ -181,6 +181,10 @@ def measure_ventricle(
         )
     method = dict(next(iter(results.values())).method) if results else {}
     method["seconds"] = round(sum(r.method["seconds"] for r in results.values()), 3)
+    method["stage_seconds"] = {
+        stage: round(sum(r.method["stage_seconds"][stage] for r in results.values()), 3)
+        for stage in method.get("stage_seconds", {})
+    }
     method["spacing_mm"] = [round(s, 6) for s in spacing]
     return VentricleReport(entries, choice, thickness_map, method)
 
