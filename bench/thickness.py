@@ -13,7 +13,7 @@ max of |error|; per spacing, the slab orientation spread (max - min of the three
 biases). pyezzi runs ``compute_thickness_cardiac(endo=blood pool, epi=blood pool+wall)``.
 
 ``sitetune-fitted`` is ``wall_thickness(..., surfaces="fitted")`` (surfaces fitted to their
-staircase), run where it applies (1 mm isotropic).
+staircase; with coarse slices the in-plane links only).
 
 Robustness (``--seeds``): the same rows for sitetune (both surface placements) at further
 centre offsets, worst value of each statistic per row over the seeds, and the rows missing
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from sitetune.imaging.phantoms.analytic import cylindrical_shell, slab, spherical_shell
-from sitetune.measure.thickness import _ANISOTROPY, wall_thickness
+from sitetune.measure.thickness import wall_thickness
 
 SPACINGS = {"1mm": (1.0, 1.0, 1.0), "0.5x0.5x0.7mm": (0.5, 0.5, 0.7), "1x1x2mm": (1.0, 1.0, 2.0)}
 
@@ -129,13 +129,6 @@ def add_device_methods(device: str) -> None:
     METHODS[f"sitetune-fitted-{device}"] = sitetune_method("fitted", device)
 
 
-def methods_for(spacing) -> list[str]:
-    """The methods to run at ``spacing``: surfaces="fitted" only where it applies
-    (near-isotropic spacing; with coarse slices it is the same as "sitetune")."""
-    isotropic = max(spacing) <= _ANISOTROPY * min(spacing)
-    return [m for m in METHODS if isotropic or "fitted" not in m]
-
-
 def errors_of(method, phantom) -> tuple[dict, float]:
     spacing = phantom.labels.spacing
     started = time.perf_counter()
@@ -158,10 +151,10 @@ def accuracy(seed: int) -> dict:
     for spacing_name, spacing in SPACINGS.items():
         rows = {}
         for name, phantom in phantoms(spacing, rng):
-            rows[name] = {method: errors_of(method, phantom)[0] for method in methods_for(spacing)}
+            rows[name] = {method: errors_of(method, phantom)[0] for method in METHODS}
             print(json.dumps({spacing_name: {name: rows[name]}}), flush=True)
         spread = {}
-        for method in methods_for(spacing):
+        for method in METHODS:
             biases = [row[method]["mean_error_vox"] for name, row in rows.items() if "slab" in name]
             spread[method] = round(max(biases) - min(biases), 3)
         table[spacing_name] = {"rows": rows, "slab_orientation_spread_vox": spread}
@@ -179,7 +172,7 @@ def robustness(seeds: list[int]) -> dict:
         rng = np.random.default_rng(seed)
         for spacing_name, spacing in SPACINGS.items():
             for name, phantom in phantoms(spacing, rng):
-                for method in methods_for(spacing):
+                for method in METHODS:
                     if method not in ("sitetune", "sitetune-fitted"):
                         continue  # pyezzi, and the torch solvers (the same surfaces)
                     row, _ = errors_of(method, phantom)

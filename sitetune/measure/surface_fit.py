@@ -14,32 +14,63 @@ dominant normal axis ``c`` (the largest component of the smoothed indicator's gr
 ``h(u, v) = a0 + a1 u + a2 v + a3 u^2 + a4 uv + a5 v^2``, fitted to the intervals of
 the columns along ``c`` in a disc around the link: the analytic centre of the intervals
 (the maximum of the sum of the log slacks, with the barrier continued quadratically below
-a twentieth of a voxel so that a window no quadric fits exactly still gives an answer),
-by Newton's method from the least-squares fit to the interval midpoints. The disc grows
-with the surface's radius of curvature ``R`` (from a first fit in 5 mm): ``0.63 R^0.75``
-mm, from 5 to 10 mm, so that the quadric's neglected quartic term stays small on a tight
-curve while a wide summit is seen out to its terrace edges.
+a small slack so that a window no quadric fits exactly still gives an answer), by
+Newton's method from the least-squares fit to the interval midpoints. The disc grows with
+the surface's radius of curvature ``R`` (from a first fit in a small disc), so that the
+quadric's neglected quartic term stays small on a tight curve while a wide summit is seen
+out to its terrace edges: `ISOTROPIC` uses ``0.63 R^0.75`` mm from 5 to 10 mm and a
+barrier below 0.05 voxel; `COARSE_SLICES` (in-plane links of a volume with coarse
+slices, whose terraces span a slice step) ``0.9 R^0.75`` from 6 to 20 mm and 0.01 voxel.
 
 The crossing on a link is where the fitted height field meets the link segment. A lattice
 plane's interval midpoints are coplanar and the analytic centre of intervals symmetric
 about a plane is that plane, so planes of any orientation land at the middle of their
 lattice ambiguity, as with the smoothing. Links whose wall voxels lie in one block of 3^3
 voxels and share a height axis share one fit. Where a fit fails (too few columns, no root
-on the link) the caller's estimate is kept.
+on the link; with `ISOTROPIC` also a crossing well outside its link) the caller's estimate
+is kept.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
-_WINDOW_MIN_MM = 5.0  # disc radius of the first fit, and the smallest final one
-_WINDOW_MAX_MM = 10.0
-_WINDOW_GAIN = 0.63  # final disc radius = gain * R^0.75 (mm), R the radius of curvature
 _BLOCK = 3  # links whose wall voxels share a block of this many voxels a side share a fit
 _SEARCH = 6  # voxels searched along a column, either side of the tangent plane
-_BARRIER = 0.05  # slack (in voxels of the finest axis) below which the log barrier is quadratic
 _NEWTON_STEPS = 8
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the surfaces are fitted.
+
+    Attributes:
+        first_window_mm: disc radius of the first fit (which estimates the radius of
+            curvature ``R``), and the smallest final one.
+        gain: final disc radius ``gain * R^0.75`` mm, clipped to the first and the largest.
+        largest_window_mm: the largest final disc radius.
+        barrier_voxels: slack (in voxels of the finest axis) below which the log barrier
+            continues quadratically.
+        keep_out_of_range: a crossing outside ``[-0.25, 1.25]`` of its link is returned as
+            is (for the caller to clip) rather than replaced by the fallback.
+    """
+
+    first_window_mm: float = 5.0
+    gain: float = 0.63
+    largest_window_mm: float = 10.0
+    barrier_voxels: float = 0.05
+    keep_out_of_range: bool = False
+
+
+#: Near-isotropic spacing: every link.
+ISOTROPIC = FitSettings()
+#: Coarse slices (in-plane links only, see ``thickness``): a terrace spans a whole slice
+#: step, so the windows are wider, and a pole's one-slice island, whose contour sits a few
+#: hundredths of a voxel past its slice, needs the narrower barrier to be seen at all.
+COARSE_SLICES = FitSettings(6.0, 0.9, 20.0, 0.01, keep_out_of_range=True)
 
 
 def fitted_crossings(
@@ -49,6 +80,7 @@ def fitted_crossings(
     there: np.ndarray,
     gradient: np.ndarray,
     fallback: np.ndarray,
+    settings: FitSettings = ISOTROPIC,
 ) -> np.ndarray:
     """Fraction of each link from ``here`` (outside ``region``) to ``there`` (inside) at
     which the fitted surface crosses it; ``fallback`` where no fit answers.
@@ -59,6 +91,7 @@ def fitted_crossings(
         gradient: ``(n, 3)`` gradient of the region's smoothed indicator (pointing into the
             region) summed over the two ends of each link, per mm.
         fallback: the caller's estimate of every link's fraction.
+        settings: window sizes and barrier (`ISOTROPIC` or `COARSE_SLICES`).
     """
     if here.size == 0:
         return fallback
@@ -85,30 +118,38 @@ def fitted_crossings(
     _fit_groups(
         np.ascontiguousarray(region).ravel(), shape, np.asarray(spacing, np.float64),
         here[order][nearest], height_axis[order][first], normal, start,
-        here[order], there[order], min(first.size, 8 * numba.get_num_threads()), theta,
+        here[order], there[order], min(first.size, 8 * numba.get_num_threads()),
+        np.array([settings.first_window_mm, settings.gain, settings.largest_window_mm,
+                  settings.barrier_voxels]),
+        theta,
     )  # fmt: skip
     out = np.empty(order.size)
     out[order] = theta
-    failed = ~np.isfinite(out) | (out < -0.25) | (out > 1.25)
+    failed = ~np.isfinite(out)
+    if not settings.keep_out_of_range:
+        failed |= (out < -0.25) | (out > 1.25)
     out[failed] = fallback[failed]
     return out
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _fit_groups(
-    region, shape, spacing, centre, height_axis, normal, start, here, there, chunks, theta
+    region, shape, spacing, centre, height_axis, normal, start, here, there, chunks, window, theta
 ):  # pragma: no cover (compiled)
     """Fit every group's height field and intersect its links (NaN where it cannot);
-    the groups are split into ``chunks`` run in parallel."""
+    the groups are split into ``chunks`` run in parallel. ``window``: the `FitSettings`
+    (first window, gain, largest window, barrier)."""
     groups = centre.shape[0]
-    reach = int(_WINDOW_MAX_MM / spacing.min()) + 1
+    reach = int(window[2] / spacing.min()) + 1
     for chunk in numba.prange(chunks):
         # per column: design row (6), interval low and high, squared radius
         table = np.empty(((2 * reach + 1) ** 2, 9))
         used = np.empty_like(table)
         for g in range(chunk * groups // chunks, (chunk + 1) * groups // chunks):
             origin = _unflatten(centre[g], shape)
-            a = _fit_group(region, shape, spacing, origin, height_axis[g], normal[g], table, used)
+            a = _fit_group(
+                region, shape, spacing, origin, height_axis[g], normal[g], window, table, used
+            )
             for link in range(start[g], start[g + 1]):
                 theta[link] = _crossing_of(
                     a, shape, spacing, origin, height_axis[g], here[link], there[link]
@@ -116,31 +157,32 @@ def _fit_groups(
 
 
 @numba.njit(cache=True)
-def _fit_group(region, shape, spacing, here, c, normal, table, used):  # pragma: no cover
+def _fit_group(region, shape, spacing, here, c, normal, window, table, used):  # pragma: no cover
     """The height-field coefficients of one group, centred on voxel ``here`` (NaN if too
     few columns, or if its links' normals cancel, as on both sides of a one-voxel
     structure)."""
+    first, gain, largest, barrier = window[0], window[1], window[2], window[3] * spacing.min()
     a = np.empty(6)
     if abs(normal[c]) < 1e-3:
         a[:] = np.nan
         return a
-    count = _columns(region, shape, spacing, here, c, normal, _WINDOW_MIN_MM, table)
-    m = _within(table, count, _WINDOW_MIN_MM, used)
-    radius = _WINDOW_MIN_MM
+    count = _columns(region, shape, spacing, here, c, normal, first, table)
+    m = _within(table, count, first, used)
+    radius = first
     if m >= 6:
-        _analytic_centre(used, m, 0, spacing.min(), a)
+        _analytic_centre(used, m, 0, barrier, a)
         half_trace = 0.5 * (a[3] + a[5])
         root = np.sqrt(max(half_trace * half_trace - (a[3] * a[5] - 0.25 * a[4] * a[4]), 0.0))
         curvature = 2.0 * (abs(half_trace) + root)  # largest |eigenvalue| of h's Hessian
-        bend = _WINDOW_GAIN * (1.0 / max(curvature, 1e-6)) ** 0.75
-        radius = min(max(bend, _WINDOW_MIN_MM), _WINDOW_MAX_MM)
-    if radius > _WINDOW_MIN_MM:
+        bend = gain * (1.0 / max(curvature, 1e-6)) ** 0.75
+        radius = min(max(bend, first), largest)
+    if radius > first:
         count = _columns(region, shape, spacing, here, c, normal, radius, table)
     m = _within(table, count, radius, used)
     if m < 6:
         a[:] = np.nan
     else:
-        _analytic_centre(used, m, _NEWTON_STEPS, spacing.min(), a)
+        _analytic_centre(used, m, _NEWTON_STEPS, barrier, a)
     return a
 
 
@@ -251,11 +293,11 @@ def _height(row, a):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True)
-def _analytic_centre(columns, m, steps, finest, a):  # pragma: no cover (compiled)
+def _analytic_centre(columns, m, steps, eps, a):  # pragma: no cover (compiled)
     """Coefficients ``a`` maximising ``sum(log(h - low) + log(high - h))`` over the first
-    ``m`` rows of ``columns`` (design row, low, high): ``steps`` damped Newton steps from
-    the least-squares fit to the interval midpoints."""
-    eps = _BARRIER * finest
+    ``m`` rows of ``columns`` (design row, low, high), the logarithm continued
+    quadratically below ``eps`` mm: ``steps`` damped Newton steps from the least-squares
+    fit to the interval midpoints."""
     hessian = np.zeros((6, 6))
     grad = np.zeros(6)
     for j in range(m):

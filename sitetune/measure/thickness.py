@@ -32,11 +32,14 @@ Accuracy comes from three places the usual voxel implementations skip:
   normal, mean curvature), which is added back to the probit distance. On the analytic
   phantoms this halves the maximum error at 0.5x0.5x0.7 mm and 1x1x2 mm
   (``bench/thickness.py``).
-- **Fitted surfaces** (``surfaces="fitted"``, near-isotropic spacing): the smoothing
-  cannot read a terrace's sub-voxel height, which lies in the widths of the terraces
-  around it; :mod:`sitetune.measure.surface_fit` fits each surface locally to the column
-  intervals of its staircase instead, which halves the placement error at 1 mm
-  (opt-in: it adds about half to the time at 256^3).
+- **Fitted surfaces** (``surfaces="fitted"``, opt-in): the smoothing cannot read a
+  terrace's sub-voxel height, which lies in the widths of the terraces around it;
+  :mod:`sitetune.measure.surface_fit` fits each surface locally to the column intervals
+  of its staircase instead. At near-isotropic spacing every link is fitted, which halves
+  the placement error at 1 mm (and adds about half to the time at 256^3). With coarse
+  slices only the in-plane links are (the slice-axis links keep the summit-aware
+  smoothing, which places them better): all of them from a slice ratio of 1.8, below it
+  those on caps (surface within ~32 degrees of the slice plane), with wider windows.
 - **Anisotropic spacing** enters every difference quotient and face area exactly.
 - **Path lengths** are first-order upwind, which is exact for planar fields of any
   orientation; the upwind system is triangular in order of ``u``, so one pass over the
@@ -70,7 +73,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 
 from sitetune.errors import InvalidInput
-from sitetune.measure.surface_fit import fitted_crossings
+from sitetune.measure.surface_fit import COARSE_SLICES, ISOTROPIC, fitted_crossings
 
 if TYPE_CHECKING:  # torch is imported only when a device is asked for
     import torch
@@ -102,6 +105,10 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 _ANISOTROPY = 1.2  # coarsest / finest spacing above which the slices count as coarse
 _SLICE_SMOOTHING_MM = 3.0  # smoothing of the surfaces of a volume with coarse slices
 _SUMMIT_SMOOTHING_MM = 6.0  # ... for slice-axis links under a summit or wide terrace
+# Fitted surfaces with coarse slices: in-plane links only, and below this slice ratio only
+# those where the surface is within ~32 degrees of the slice plane (cosine below).
+_FIT_EVERY_IN_PLANE_LINK = 1.8
+_FIT_CAP_NORMAL = 0.85
 
 
 @dataclass(frozen=True)
@@ -300,9 +307,10 @@ def wall_thickness(
             Used where the spacing is (nearly) isotropic; with coarse slices the
             smoothing is wider and curvature-corrected (module docstring).
         surfaces: ``"smoothed"`` places the surfaces by the smoothing alone;
-            ``"fitted"`` (near-isotropic spacing only; ignored with coarse slices) fits
-            each surface locally to its staircase (:mod:`sitetune.measure.surface_fit`),
-            which halves the sub-voxel placement error at 1 mm and costs more time.
+            ``"fitted"`` fits each surface locally to its staircase
+            (:mod:`sitetune.measure.surface_fit`; with coarse slices, the in-plane links
+            only), which is more accurate at every tested centre offset and costs more
+            time (module docstring).
         tolerance: relative residual of the Laplace solve.
         device: None for the numpy/scipy solvers; ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
             to solve the Laplace and path-length systems with torch on that device
@@ -358,7 +366,7 @@ def wall_thickness(
             b: _surface_field(region, spacing, sigma_mm, curvature=False)
             for b, region in regions.items()
         }
-    fitted = surfaces == "fitted" and not coarse
+    fitted = surfaces == "fitted"
     flat_inner, flat_wall = is_inner.ravel(), is_wall.ravel()
 
     cells = np.flatnonzero(flat_wall)
@@ -376,15 +384,30 @@ def wall_thickness(
                 summit = _under_summit(terraces[boundary], here, there)
                 crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
             theta[at, column] = crossing
-    if fitted:  # one fit per block and height axis for the links of all six columns
+    if fitted:
+        if coarse:  # per in-plane column; the slice-axis links keep the summit smoothing
+            link_sets = [slice(c, c + 1) for c in range(6) if _Links.AXIS[c] != coarse_axis]
+        else:  # one fit per block and height axis for the links of all six columns
+            link_sets = [slice(0, 6)]
         for boundary, surface in fields.items():
-            at = kind == boundary
-            here, there = np.broadcast_to(cells[:, None], at.shape)[at], neighbour[at]
-            gradient = surface.gradient(here, spacing) + surface.gradient(there, spacing)
-            crossing = fitted_crossings(
-                regions[boundary], spacing, here, there, gradient, theta[at]
-            )
-            theta[at] = np.clip(crossing, _THETA_MIN, 1.0)
+            if coarse:  # normals from the fine smoothing, on the voxel grid
+                sigma_mm = smoothing_voxels * spacing.min()
+                surface = _surface_field(regions[boundary], spacing, sigma_mm, curvature=False)
+            for columns in link_sets:
+                at = np.zeros_like(kind, dtype=bool)
+                at[:, columns] = kind[:, columns] == boundary
+                here, there = np.broadcast_to(cells[:, None], at.shape)[at], neighbour[at]
+                gradient = surface.gradient(here, spacing) + surface.gradient(there, spacing)
+                fit = np.ones(here.size, dtype=bool)
+                if coarse and spacing[coarse_axis] < _FIT_EVERY_IN_PLANE_LINK * spacing.min():
+                    steep = np.abs(gradient[:, coarse_axis])
+                    fit = steep > _FIT_CAP_NORMAL * np.linalg.norm(gradient, axis=1)
+                values = theta[at]
+                values[fit] = fitted_crossings(
+                    regions[boundary], spacing, here[fit], there[fit], gradient[fit], values[fit],
+                    COARSE_SLICES if coarse else ISOTROPIC,
+                )  # fmt: skip
+                theta[at] = np.clip(values, _THETA_MIN, 1.0)
     links = _Links(np.where(kind == 0, number[neighbour], -1), kind, theta * spacing[_Links.AXIS])
     placed = time.perf_counter()
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)

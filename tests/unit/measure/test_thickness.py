@@ -77,15 +77,29 @@ def test_fitted_surfaces_meet_the_targets_at_hard_offsets(seed, row):
     assert np.abs(errors).max() <= 0.6
 
 
-def test_fitted_surfaces_keep_planes_exact_and_say_where_they_apply():
-    for normal, thickness in (((1, 0, 0), 8.0), ((1, 1, 0), 11 / 2**0.5), ((1, 1, 1), 14 / 3**0.5)):
-        errors = _errors(slab(thickness, normal, rng=np.random.default_rng(5)), surfaces="fitted")
-        assert np.abs(errors).max() <= 0.1
-    coarse = spherical_shell(8.0, 12.0, (1.0, 1.0, 2.0), rng=np.random.default_rng(0))
-    result = wall_thickness(coarse.labels.array, coarse.labels.spacing, surfaces="fitted")
-    assert result.method["surfaces"] == "smoothed"  # coarse slices: not fitted (yet)
+@pytest.mark.parametrize("seed", [1, 3])
+def test_fitted_surfaces_meet_the_targets_over_coarse_slices(seed):
+    """1x1x2 mm offsets where the smoothing alone misses the max target (0.62 and 0.61
+    voxel): fitting the in-plane links to their staircase places the surfaces."""
+    phantom = spherical_shell(20, 30, (1.0, 1.0, 2.0), rng=np.random.default_rng(seed))
+    result = wall_thickness(phantom.labels.array, phantom.labels.spacing, surfaces="fitted")
+    errors = result.thickness_mm[phantom.valid] - phantom.thickness_mm  # finest axis: 1 mm
+    assert result.method["surfaces"] == "fitted"
+    assert result.method["coarse_slices"]["axis"] == 2
+    assert abs(errors.mean()) <= 0.1
+    assert np.percentile(np.abs(errors), 95) <= 0.3
+    assert np.abs(errors).max() <= 0.6
+
+
+def test_fitted_surfaces_keep_planes_exact():
+    for spacing in ((1.0, 1.0, 1.0), (1.0, 1.0, 2.0)):
+        for normal in ((1, 0, 0), (1, 1, 0), (1, 1, 1)):
+            phantom = slab(8.0, normal, spacing, rng=np.random.default_rng(5))
+            errors = _errors(phantom, surfaces="fitted")
+            reference = _errors(phantom)  # lattice ambiguity: the smoothing is exact here
+            assert np.abs(errors - reference).max() <= 0.02, (spacing, normal)
     with pytest.raises(ValueError, match="surfaces"):
-        wall_thickness(coarse.labels.array, coarse.labels.spacing, surfaces="exact")
+        wall_thickness(phantom.labels.array, phantom.labels.spacing, surfaces="exact")
 
 
 def test_fitted_surfaces_handle_one_voxel_structures():
