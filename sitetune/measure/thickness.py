@@ -389,15 +389,15 @@ def wall_thickness(
             link_sets = [slice(c, c + 1) for c in range(6) if _Links.AXIS[c] != coarse_axis]
         else:  # one fit per block and height axis for the links of all six columns
             link_sets = [slice(0, 6)]
-        for boundary, surface in fields.items():
-            if coarse:  # normals from the fine smoothing, on the voxel grid
+        for boundary, normals in fields.items():
+            if coarse:  # normals from the fine smoothing (on the voxel grid)
                 sigma_mm = smoothing_voxels * spacing.min()
-                surface = _surface_field(regions[boundary], spacing, sigma_mm, curvature=False)
+                normals = _surface_field(regions[boundary], spacing, sigma_mm, curvature=False)
             for columns in link_sets:
                 at = np.zeros_like(kind, dtype=bool)
                 at[:, columns] = kind[:, columns] == boundary
                 here, there = np.broadcast_to(cells[:, None], at.shape)[at], neighbour[at]
-                gradient = surface.gradient(here, spacing) + surface.gradient(there, spacing)
+                gradient = normals.gradient(here, spacing) + normals.gradient(there, spacing)
                 fit = np.ones(here.size, dtype=bool)
                 if coarse and spacing[coarse_axis] < _FIT_EVERY_IN_PLANE_LINK * spacing.min():
                     steep = np.abs(gradient[:, coarse_axis])

@@ -115,17 +115,11 @@ def upwind_path_lengths(
     changes ``x`` by at most ``1e-6 max|x|`` (checked every few sweeps); RuntimeError
     after ``n`` sweeps without that. The arguments are the `thickness._Links` arrays.
     """
-    put = {"device": device}
-    tangent_d = torch.from_numpy(tangent).to(**put)
-    cell_d = torch.from_numpy(cell).to(**put)
-    kind_d = torch.from_numpy(kind).to(**put)
-    distance_d = torch.from_numpy(distance).to(**put)
+    arrays = [torch.from_numpy(a).to(device) for a in (tangent, cell, kind, distance)]
     position = torch.empty(order.size, dtype=torch.int64, device=device)
-    position[torch.from_numpy(order).to(**put)] = torch.arange(order.size, device=device)
+    position[torch.from_numpy(order).to(device)] = torch.arange(order.size, device=device)
     return tuple(
-        _upwind_sweeps(
-            tangent_d, cell_d, kind_d, distance_d, position, boundary_kind, direction, max_step
-        )
+        _upwind_sweeps(*arrays, position, boundary_kind, direction, max_step)
         for boundary_kind, direction in ((1, 1), (2, -1))
     )
 
