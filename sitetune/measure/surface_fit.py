@@ -309,15 +309,14 @@ def _analytic_centre(columns, m, steps, eps, a):  # pragma: no cover (compiled)
     _solve_spd(hessian, grad, a)
     step = np.empty(6)
     trial = np.empty(6)
+    value = _barrier_value(columns, m, a, eps) if steps > 0 else 0.0
     for _ in range(steps):
         hessian[:] = 0.0
         grad[:] = 0.0
-        value = 0.0
         for j in range(m):
             h = _height(columns[j], a)
-            v1, d1, c1 = _log_barrier(h - columns[j, 6], eps)
-            v2, d2, c2 = _log_barrier(columns[j, 7] - h, eps)
-            value += v1 + v2
+            _, d1, c1 = _log_barrier(h - columns[j, 6], eps)
+            _, d2, c2 = _log_barrier(columns[j, 7] - h, eps)
             for p in range(6):
                 grad[p] += (d1 - d2) * columns[j, p]
                 for q in range(p + 1):
@@ -332,16 +331,30 @@ def _analytic_centre(columns, m, steps, eps, a):  # pragma: no cover (compiled)
         for _ in range(12):  # backtracking line search (Armijo)
             for p in range(6):
                 trial[p] = a[p] + t * step[p]
-            new = 0.0
-            for j in range(m):
-                h = _height(columns[j], trial)
-                new += _log_barrier(h - columns[j, 6], eps)[0]
-                new += _log_barrier(columns[j, 7] - h, eps)[0]
+            new = _barrier_value(columns, m, trial, eps)
             if new >= value + 0.25 * t * decrement:
                 break
             t *= 0.5
+        else:  # no step accepted: take the last, halved once more
+            new = np.nan
         for p in range(6):
             a[p] += t * step[p]
+        value = new if not np.isnan(new) else _barrier_value(columns, m, a, eps)
+
+
+@numba.njit(cache=True)
+def _barrier_value(columns, m, a, eps):  # pragma: no cover (compiled)
+    """The objective of `_analytic_centre` at coefficients ``a``."""
+    value = 0.0
+    for j in range(m):
+        h = _height(columns[j], a)
+        s1 = h - columns[j, 6]
+        s2 = columns[j, 7] - h
+        if s1 >= eps and s2 >= eps:
+            value += np.log(s1 * s2)
+        else:
+            value += _log_barrier(s1, eps)[0] + _log_barrier(s2, eps)[0]
+    return value
 
 
 @numba.njit(cache=True)

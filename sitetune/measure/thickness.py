@@ -68,7 +68,6 @@ from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import scipy.sparse as sp
 from scipy import ndimage
 from scipy.special import ndtri
 
@@ -209,6 +208,29 @@ def _surface_field(
     return _SurfaceField(sigma_mm, region.shape, coarse=distance.astype(np.float32), factor=factor)
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``; None if there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def _fields(
+    regions: dict[int, np.ndarray], spacing: np.ndarray, sigma_mm: float, *, curvature: bool
+) -> dict[int, _SurfaceField]:
+    """`_surface_field` of each region, two at a time (the filters release the GIL)."""
+    with ThreadPoolExecutor(2) as pool:
+        futures = {
+            b: pool.submit(_surface_field, region, spacing, sigma_mm, curvature=curvature)
+            for b, region in regions.items()
+        }
+    return {b: future.result() for b, future in futures.items()}
+
+
 def _crossing(field: _SurfaceField, here: np.ndarray, there: np.ndarray) -> np.ndarray:
     """Fraction of the way from ``here`` (outside the region) to ``there`` (inside) where
     the surface lies, by linear interpolation of the signed distance."""
@@ -332,8 +354,8 @@ def wall_thickness(
         from sitetune.measure.thickness_torch import resolve_device
 
         torch_device = resolve_device(device)
-    boxes = ndimage.find_objects((labels == wall).astype(np.uint8))
-    if not boxes:
+    wall_box = _bounding_box(labels == wall)
+    if wall_box is None:
         raise InvalidInput(f"the mask has no myocardium (label {wall})", code="no_myocardium")
     if not (labels == inner).any():
         raise InvalidInput(f"the mask has no blood pool (label {inner})", code="no_blood_pool")
@@ -344,28 +366,18 @@ def wall_thickness(
     margin = int(np.ceil(3 * widest_mm / spacing.min())) + 2
     box = tuple(
         slice(max(b.start - margin, 0), min(b.stop + margin, n))
-        for b, n in zip(boxes[0], labels.shape, strict=True)
+        for b, n in zip(wall_box, labels.shape, strict=True)
     )
     sub = labels[box]
     shape = sub.shape
     is_wall, is_inner = sub == wall, sub == inner
     regions = {1: is_inner, 2: ~is_inner & ~is_wall}
     if coarse:
-        fields = {
-            b: _surface_field(region, spacing, _SLICE_SMOOTHING_MM, curvature=True)
-            for b, region in regions.items()
-        }
-        summit_fields = {
-            b: _surface_field(region, spacing, _SUMMIT_SMOOTHING_MM, curvature=True)
-            for b, region in regions.items()
-        }
+        fields = _fields(regions, spacing, _SLICE_SMOOTHING_MM, curvature=True)
+        summit_fields = _fields(regions, spacing, _SUMMIT_SMOOTHING_MM, curvature=True)
         terraces = {b: _in_plane_distance(r, spacing, coarse_axis) for b, r in regions.items()}
     else:
-        sigma_mm = smoothing_voxels * spacing.min()
-        fields = {
-            b: _surface_field(region, spacing, sigma_mm, curvature=False)
-            for b, region in regions.items()
-        }
+        fields = _fields(regions, spacing, smoothing_voxels * spacing.min(), curvature=False)
     fitted = surfaces == "fitted"
     flat_inner, flat_wall = is_inner.ravel(), is_wall.ravel()
 
@@ -389,10 +401,11 @@ def wall_thickness(
             link_sets = [slice(c, c + 1) for c in range(6) if _Links.AXIS[c] != coarse_axis]
         else:  # one fit per block and height axis for the links of all six columns
             link_sets = [slice(0, 6)]
-        for boundary, normals in fields.items():
-            if coarse:  # normals from the fine smoothing (on the voxel grid)
-                sigma_mm = smoothing_voxels * spacing.min()
-                normals = _surface_field(regions[boundary], spacing, sigma_mm, curvature=False)
+        normal_fields = fields
+        if coarse:  # normals from the fine smoothing (on the voxel grid)
+            sigma_mm = smoothing_voxels * spacing.min()
+            normal_fields = _fields(regions, spacing, sigma_mm, curvature=False)
+        for boundary, normals in normal_fields.items():
             for columns in link_sets:
                 at = np.zeros_like(kind, dtype=bool)
                 at[:, columns] = kind[:, columns] == boundary
@@ -413,7 +426,7 @@ def wall_thickness(
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
     solved = time.perf_counter()
     tangent = _unit_gradient(u, links.cell, links.kind, links.distance)
-    order = np.argsort(u, kind="stable")
+    order = np.argsort(u)
     (l0, sweeps0), (l1, sweeps1) = _path_lengths(tangent, links, order, torch_device)
     traced = time.perf_counter()
     values = (l0 + l1).astype(np.float32)
@@ -427,7 +440,7 @@ def wall_thickness(
         "smoothing_voxels": smoothing_voxels,
         "surfaces": "fitted" if fitted else "smoothed",
         "coarse_slices": None,
-        "laplace_solver": "jacobi-scaled conjugate gradients (float32, numba)",
+        "laplace_solver": "jacobi-preconditioned conjugate gradients (float32, matrix-free, numba)",
         "laplace_tolerance": tolerance,
         "laplace_iterations": iterations,
         "path_lengths": "upwind, one pass per surface in order of the potential (numba)",
@@ -463,124 +476,146 @@ def _solve_laplace(
     links: _Links, spacing: np.ndarray, tolerance: float, device: torch.device | None = None
 ) -> tuple[np.ndarray, int]:
     """Finite-volume Laplace on the wall cells, ``u = 0`` at the inner surface and 1 at
-    the outer one (at their sub-voxel distances); Jacobi-preconditioned CG, with numpy
-    (``device`` None) or torch. ``(u, iterations)``."""
-    matrix, rhs, start, scale = _laplace_system(links, spacing)
+    the outer one (at their sub-voxel distances); Jacobi-preconditioned CG from ``u =
+    0.5``, with numba (``device`` None) or torch. ``(u, iterations)``."""
+    system = _laplace_system(links, spacing)
+    start = np.full(system.rhs.size, 0.5, dtype=np.float32)
     if device is None:
-        v, iterations = _cg(matrix, rhs, start, tolerance)
+        u, iterations = _pcg(system, start, tolerance)
     else:
-        from sitetune.measure.thickness_torch import cg
+        from sitetune.measure.thickness_torch import pcg
 
-        v, iterations = cg(matrix, rhs, start, tolerance, device)
-    return v.astype(np.float64) * scale, iterations
+        u, iterations = pcg(system, start, tolerance, device)
+    return u.astype(np.float64), iterations
 
 
-def _laplace_system(
-    links: _Links, spacing: np.ndarray
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
-    """The Jacobi-scaled (unit-diagonal) float32 Laplace system: ``(matrix, rhs, start,
-    scale)``, where ``u = scale * v`` for the solution ``v`` from the start ``u = 0.5``.
+@dataclass(frozen=True)
+class _LaplaceSystem:
+    """The finite-volume Laplace system ``A u = rhs`` on the wall cells, matrix-free:
+    ``A_ii = diagonal_i`` and ``A_ij = -conductance[axis]`` for a wall neighbour ``j``
+    across a face on ``axis``; all float32.
 
-    Finite volumes: a face to a wall neighbour conducts ``area / spacing``, a face on a
-    surface ``area / distance`` to the sub-voxel boundary value (0 inner, 1 outer).
-    Symmetric Jacobi scaling gives a unit diagonal; then float32: the solve is
-    memory-bound and u in [0, 1] needs no more than float32's 7 digits at this tolerance.
+    A face to a wall neighbour conducts ``area / spacing``, a face on a surface ``area /
+    distance`` to the sub-voxel boundary value (0 inner, 1 outer), which enters ``rhs``.
+    Float32: the solve is memory-bound and u in [0, 1] needs no more than float32's 7
+    digits at the tolerance. The wall neighbours are bit ``f`` of ``faces`` for `_Links`
+    column ``f``; along the last (fastest) axis they are cells ``i - 1`` and ``i + 1``
+    (cells are numbered in C order), along the first two their numbers are in ``across``
+    (``(n, 4)``, the cell itself where there is none).
     """
-    n = links.cell.shape[0]
+
+    across: np.ndarray
+    faces: np.ndarray
+    diagonal: np.ndarray
+    conductance: np.ndarray
+    rhs: np.ndarray
+
+
+def _laplace_system(links: _Links, spacing: np.ndarray) -> _LaplaceSystem:
+    """Assemble `_LaplaceSystem` from the links."""
     area = (np.prod(spacing) / spacing)[_Links.AXIS]  # face area of each column
-    indptr, indices, data, rhs, scale = _laplace_csr(
-        links.cell, links.kind, links.distance, area, area / spacing[_Links.AXIS]
+    conductance = area / spacing[_Links.AXIS]
+    across, faces, diagonal, rhs = _laplace_arrays(
+        links.cell, links.kind, links.distance, area, conductance
     )
-    matrix = sp.csr_matrix((data, indices, indptr), shape=(n, n))
-    return matrix, (rhs * scale).astype(np.float32), (0.5 / scale).astype(np.float32), scale
+    return _LaplaceSystem(across, faces, diagonal, conductance[::2].astype(np.float32), rhs)
 
 
-@numba.njit(cache=True, nogil=True)
-def _laplace_csr(cell, kind, distance, area, wall_conductance):  # pragma: no cover (compiled)
-    """CSR arrays (each row: its wall neighbours in column order, then the diagonal),
-    the right-hand side and the Jacobi scale of `_laplace_system`."""
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _laplace_arrays(cell, kind, distance, area, conductance):  # pragma: no cover (compiled)
+    """``(across, faces, diagonal, rhs)`` of `_LaplaceSystem`."""
     n = cell.shape[0]
-    diag = np.zeros(n)
-    rhs = np.zeros(n)
-    indptr = np.zeros(n + 1, dtype=np.int32)
-    for i in range(n):
-        count = 1
+    across = np.empty((n, 4), dtype=np.int32)
+    faces = np.zeros(n, dtype=np.uint8)
+    diagonal = np.empty(n, dtype=np.float32)
+    rhs = np.empty(n, dtype=np.float32)
+    for i in numba.prange(n):
+        total, outer, mask = 0.0, 0.0, 0
         for f in range(6):
             k = kind[i, f]
             if k == 0:
-                diag[i] += wall_conductance[f]
-                count += 1
+                total += conductance[f]
+                mask |= 1 << f
             elif k == 1 or k == 2:
                 g = area[f] / distance[i, f]
-                diag[i] += g
+                total += g
                 if k == 2:
-                    rhs[i] += g
-        indptr[i + 1] = indptr[i] + count
-    scale = 1.0 / np.sqrt(diag)
-    indices = np.empty(indptr[n], dtype=np.int32)
-    data = np.empty(indptr[n], dtype=np.float32)
-    for i in range(n):
-        at = indptr[i]
-        for f in range(6):
-            if kind[i, f] == 0:
-                j = cell[i, f]
-                indices[at] = j
-                data[at] = -wall_conductance[f] * scale[i] * scale[j]
-                at += 1
-        indices[at] = i
-        data[at] = 1.0
-    return indptr, indices, data, rhs, scale
+                    outer += g
+            if f < 4:
+                across[i, f] = cell[i, f] if k == 0 else i
+        diagonal[i], rhs[i], faces[i] = total, outer, mask
+    return across, faces, diagonal, rhs
 
 
-def _cg(matrix, rhs: np.ndarray, x: np.ndarray, tolerance: float):
-    """Conjugate gradients (in place on ``x``, the start); ``(x, iterations)``."""
-    iterations = _cg_kernel(
-        matrix.indptr, matrix.indices, matrix.data, rhs, x, tolerance, 20 * rhs.size
-    )
+def _pcg(system: _LaplaceSystem, x: np.ndarray, tolerance: float) -> tuple[np.ndarray, int]:
+    """Jacobi-preconditioned conjugate gradients (in place on ``x``, the start), until
+    ``r . D^-1 r <= tolerance^2 rhs . D^-1 rhs`` (the residual of the Jacobi-scaled
+    system); ``(x, iterations)``."""
+    iterations = _pcg_kernel(
+        system.across, system.faces, system.diagonal, system.conductance, system.rhs, x,
+        tolerance, 20 * x.size,
+    )  # fmt: skip
     if iterations < 0:
         raise RuntimeError("Laplace solve did not converge")
     return x, iterations
 
 
+@numba.njit(cache=True, inline="always")
+def _apply(across, faces, diagonal, g, p, i):  # pragma: no cover (compiled)
+    """Row ``i`` of `_LaplaceSystem`'s matrix times ``p``."""
+    mask = faces[i]
+    acc = diagonal[i] * p[i]
+    if mask & 1:
+        acc -= g[0] * p[across[i, 0]]
+    if mask & 2:
+        acc -= g[0] * p[across[i, 1]]
+    if mask & 4:
+        acc -= g[1] * p[across[i, 2]]
+    if mask & 8:
+        acc -= g[1] * p[across[i, 3]]
+    if mask & 16:
+        acc -= g[2] * p[i - 1]
+    if mask & 32:
+        acc -= g[2] * p[i + 1]
+    return acc
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _cg_kernel(indptr, indices, data, rhs, x, tolerance, max_iterations):  # pragma: no cover
-    """CG on a float32 CSR matrix: parallel row loops, each fusing the matrix product
-    with the dot product it feeds (dots accumulate in float64). Returns the iterations,
-    or -1 without convergence."""
+def _pcg_kernel(
+    across, faces, diagonal, g, rhs, x, tolerance, max_iterations
+):  # pragma: no cover (compiled)
+    """`_pcg` with parallel row loops, the matrix product fused with the dot product it
+    feeds (dots accumulate in float64). Returns the iterations, or -1 without
+    convergence."""
     n = rhs.shape[0]
     r = np.empty(n, dtype=np.float32)
+    p = np.empty(n, dtype=np.float32)
     q = np.empty(n, dtype=np.float32)
-    rr = 0.0
+    rz = 0.0
     norm = 0.0
     for i in numba.prange(n):
-        acc = np.float32(0.0)
-        for k in range(indptr[i], indptr[i + 1]):
-            acc += data[k] * x[indices[k]]
-        r[i] = rhs[i] - acc
-        rr += np.float64(r[i]) * r[i]
-        norm += np.float64(rhs[i]) * rhs[i]
-    p = r.copy()
+        r[i] = rhs[i] - _apply(across, faces, diagonal, g, x, i)
+        p[i] = r[i] / diagonal[i]
+        rz += np.float64(r[i]) * p[i]
+        norm += np.float64(rhs[i]) * rhs[i] / diagonal[i]
     goal = tolerance * tolerance * norm
     for iteration in range(1, max_iterations + 1):
         pq = 0.0
         for i in numba.prange(n):
-            acc = np.float32(0.0)
-            for k in range(indptr[i], indptr[i + 1]):
-                acc += data[k] * p[indices[k]]
-            q[i] = acc
-            pq += np.float64(p[i]) * acc
-        alpha = np.float32(rr / pq)
-        rr_new = 0.0
+            q[i] = _apply(across, faces, diagonal, g, p, i)
+            pq += np.float64(p[i]) * q[i]
+        alpha = np.float32(rz / pq)
+        rz_new = 0.0
         for i in numba.prange(n):
             x[i] += alpha * p[i]
             r[i] -= alpha * q[i]
-            rr_new += np.float64(r[i]) * r[i]
-        if rr_new <= goal:
+            rz_new += np.float64(r[i]) * r[i] / diagonal[i]
+        if rz_new <= goal:
             return iteration
-        beta = np.float32(rr_new / rr)
-        rr = rr_new
+        beta = np.float32(rz_new / rz)
+        rz = rz_new
         for i in numba.prange(n):
-            p[i] = r[i] + beta * p[i]
+            p[i] = r[i] / diagonal[i] + beta * p[i]
     return -1
 
 

@@ -3,9 +3,9 @@
 Imported lazily by ``wall_thickness(..., device=...)``, so that importing the measurement
 code never imports torch. Both solve the same discrete equations as the numpy/numba code:
 
-- **Laplace**: the same Jacobi-scaled float32 conjugate gradients as ``thickness._cg``
-  (same start, stopping rule and iteration cap) on the system ``thickness`` assembles, as a
-  sparse CSR tensor.
+- **Laplace**: the same Jacobi-preconditioned float32 conjugate gradients as
+  ``thickness._pcg`` (same start, stopping rule and iteration cap) on the matrix-free system
+  ``thickness`` assembles, its product as a gather of the six neighbours.
   Convergence is read back to the host only every few iterations; the iterate is frozen
   on the device at the first iteration that meets the tolerance, so the result and the
   iteration count are those of stopping there.
@@ -17,11 +17,13 @@ code never imports torch. Both solve the same discrete equations as the numpy/nu
 
 from __future__ import annotations
 
-import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+
+if TYPE_CHECKING:
+    from sitetune.measure.thickness import _LaplaceSystem
 
 _CHECK_EVERY = 8  # iterations (sweeps) between reads of the convergence flag on the host
 _SWEEP_TOLERANCE = 1e-6  # relative change below which the path-length sweeps have converged
@@ -47,50 +49,50 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device("cuda", index)
 
 
-def to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR tensor on ``device`` (same dtype)."""
-    index = np.int32 if matrix.nnz < np.iinfo(np.int32).max else np.int64
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(index)),
-            torch.from_numpy(matrix.indices.astype(index)),
-            torch.from_numpy(matrix.data),
-            size=matrix.shape,
-            check_invariants=False,
-        ).to(device)
-
-
-def cg(
-    matrix: sp.csr_matrix, rhs: np.ndarray, x: np.ndarray, tolerance: float, device: torch.device
+def pcg(
+    system: _LaplaceSystem, x: np.ndarray, tolerance: float, device: torch.device
 ) -> tuple[np.ndarray, int]:
-    """Conjugate gradients from the start ``x`` on ``device``: ``(x, iterations)``.
+    """Jacobi-preconditioned conjugate gradients on ``system`` from the start ``x`` on
+    ``device``: ``(x, iterations)``.
 
-    The same recurrence, stopping rule (``|r|^2 <= (tolerance |rhs|)^2``) and cap
-    (``20 n`` iterations) as ``thickness._cg``, in the dtype of ``matrix``.
+    The same recurrence, stopping rule (``r . D^-1 r <= tolerance^2 rhs . D^-1 rhs``)
+    and cap (``20 n`` iterations) as ``thickness._pcg``, in float32; the matrix product
+    gathers the six neighbours of every cell (a padded zero where there is none).
     """
-    a = to_torch_csr(matrix, device)
-    b = torch.from_numpy(rhs).to(device)
-    x = torch.from_numpy(x).to(device, copy=True)
-    r = b - a @ x
-    p = r.clone()
-    rr = r.dot(r)
-    goal = (tolerance * torch.linalg.vector_norm(b)) ** 2
+    n = x.size
+    cell = np.arange(n, dtype=np.int64)
+    neighbour = np.column_stack([system.across, cell - 1, cell + 1])
+    present = (system.faces[:, None] >> np.arange(6, dtype=np.uint8)) & 1 == 1
+    neighbour = torch.from_numpy(np.where(present, neighbour, n)).to(device)
+    coefficient = torch.from_numpy(np.repeat(system.conductance, 2)).to(device)
+    diagonal, b, x = (
+        torch.from_numpy(a).to(device, copy=True) for a in (system.diagonal, system.rhs, x)
+    )
+    padded = torch.zeros(n + 1, dtype=x.dtype, device=device)
+
+    def apply(p: torch.Tensor) -> torch.Tensor:
+        padded[:n] = p
+        return diagonal * p - (padded[neighbour] * coefficient).sum(1)
+
+    r = b - apply(x)
+    p = r / diagonal
+    rz = r.dot(p)
+    goal = tolerance**2 * b.dot(b / diagonal)
     active = torch.ones((), dtype=torch.bool, device=device)  # not yet converged
     iterations = torch.zeros((), dtype=torch.int64, device=device)
-    cap = 20 * rhs.size
+    cap = 20 * n
     for iteration in range(1, cap + 1):
-        q = a @ p
+        q = apply(p)
         # Once converged, alpha = 0 and beta = 0 leave x and r as they were (and p finite).
-        alpha = torch.where(active, rr / p.dot(q), 0.0)
+        alpha = torch.where(active, rz / p.dot(q), 0.0)
         x.add_(alpha * p)
         r.sub_(alpha * q)
-        rr_new = r.dot(r)
+        z = r / diagonal
+        rz_new = r.dot(z)
         iterations += active
-        active &= rr_new > goal
-        p.mul_(torch.where(active, rr_new / rr, 0.0)).add_(r)
-        rr = rr_new
+        active &= rz_new > goal
+        p.mul_(torch.where(active, rz_new / rz, 0.0)).add_(z)
+        rz = rz_new
         if (iteration % _CHECK_EVERY == 0 or iteration == cap) and not active.item():
             return x.cpu().numpy(), int(iterations.item())
     raise RuntimeError("Laplace solve did not converge")
