@@ -666,52 +666,77 @@ def _path_lengths(
             tangent, links.cell, links.kind, links.distance, order, max_step, device
         )
 
-    def one_pass(boundary_kind: int, direction: int, visiting: np.ndarray) -> tuple:
+    upstream, weight = _upwind_faces(order, tangent, links.cell, links.kind, links.distance)
+
+    def one_pass(surface: int) -> tuple[np.ndarray, int]:
         out = np.empty(tangent.shape[0])
-        _upwind_pass(
-            visiting, tangent, direction, links.cell, links.kind, links.distance,
-            boundary_kind, max_step, out,
-        )  # fmt: skip
+        _upwind_pass(order, upstream[surface], weight[surface], surface, max_step, out)
         return out, 0
 
     with ThreadPoolExecutor(2) as pool:
-        l1 = pool.submit(one_pass, 2, -1, order[::-1])
-        return one_pass(1, 1, order), l1.result()
+        l1 = pool.submit(one_pass, 1)
+        return one_pass(0), l1.result()
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _upwind_faces(order, tangent, cell, kind, distance):  # pragma: no cover (compiled)
+    """The upwind faces of every cell for the two passes of `_upwind_pass`:
+    ``(upstream, weight)``, each ``(2, n, 3)`` (pass 0 from the inner surface, visiting
+    cells in ``order``; pass 1 from the outer one, in reverse; per axis).
+
+    Per axis the upwind face is the -1 face where the pass's direction (``T`` for pass
+    0, ``-T`` for pass 1) has a positive component, the +1 face where negative; its
+    weight is ``|T_axis| / distance``. ``upstream`` is the wall neighbour across it where
+    that comes earlier in the pass's visiting order, -2 where the face is on the pass's
+    own surface, -1 otherwise (no component, a later or no neighbour, the other surface).
+    """
+    n = order.size
+    position = np.empty(n, dtype=np.int64)
+    for k in numba.prange(n):
+        position[order[k]] = k
+    upstream = np.empty((2, n, 3), dtype=np.int32)
+    weight = np.zeros((2, n, 3))
+    for i in numba.prange(n):
+        for axis in range(3):
+            for surface in range(2):
+                component = tangent[i, axis] if surface == 0 else -tangent[i, axis]
+                upstream[surface, i, axis] = -1
+                if component == 0.0:
+                    continue
+                face = 2 * axis + 1 if component < 0.0 else 2 * axis
+                weight[surface, i, axis] = abs(component) / distance[i, face]
+                if kind[i, face] == 0:
+                    earlier = position[cell[i, face]] - position[i]
+                    if (earlier < 0) if surface == 0 else (earlier > 0):
+                        upstream[surface, i, axis] = cell[i, face]
+                elif kind[i, face] == surface + 1:
+                    upstream[surface, i, axis] = -2
+    return upstream, weight
 
 
 @numba.njit(cache=True, nogil=True)
-def _upwind_pass(
-    order, tangent, direction, cell, kind, distance, boundary_kind, max_step, out
-):  # pragma: no cover (compiled)
-    """Visit cells in ``order``; each takes the weighted mean of its upwind wall
-    neighbours already visited (and 0 at its upwind faces on the surface) plus the step
-    ``1 / sum(weights)``, with weights ``|T_axis| / distance`` of the upwind faces (per
-    axis the -1 face where the component is positive, the +1 face where negative).
+def _upwind_pass(order, upstream, weight, surface, max_step, out):  # pragma: no cover
+    """Visit cells in ``order`` (``surface`` 0) or in reverse (1); each takes the
+    weighted mean of its upwind wall neighbours already visited (and 0 at its upwind
+    faces on the surface) plus the step ``1 / sum(weights)`` (`_upwind_faces`).
 
     With every upwind face present the step is at most the largest face distance (the
     tangent is a unit vector); where the order drops the main upwind neighbour (the field
     and the order disagree) only minor directions remain, so the step is capped there.
     A cell with no upwind information at all (isolated) gets the capped step of 1.
     """
-    visited = np.zeros(order.shape[0], dtype=np.bool_)
-    for i in order:
+    n = order.size
+    for step in range(n):
+        i = order[step] if surface == 0 else order[n - 1 - step]
         diag = 0.0
         total = 0.0
         for axis in range(3):
-            component = direction * tangent[i, axis]
-            if component == 0.0:
-                continue
-            face = 2 * axis + 1 if component < 0.0 else 2 * axis
-            w = abs(component) / distance[i, face]
-            k = kind[i, face]
-            if k == 0:
-                j = cell[i, face]
-                if visited[j]:
-                    diag += w
-                    total += w * out[j]
-            elif k == boundary_kind:
-                diag += w
+            j = upstream[i, axis]
+            if j >= 0:
+                diag += weight[i, axis]
+                total += weight[i, axis] * out[j]
+            elif j == -2:
+                diag += weight[i, axis]
         if diag == 0.0:
             diag = 1.0
         out[i] = total / diag + min(1.0 / diag, max_step)
-        visited[i] = True
