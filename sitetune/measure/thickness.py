@@ -240,6 +240,33 @@ def _crossing(field: _SurfaceField, here: np.ndarray, there: np.ndarray) -> np.n
     return np.clip(theta, _THETA_MIN, 1.0)
 
 
+def _fitted_crossings(
+    region: np.ndarray,
+    normals: _SurfaceField,
+    spacing: np.ndarray,
+    here: np.ndarray,
+    there: np.ndarray,
+    smoothed: np.ndarray,
+    coarse_axis: int | None,
+) -> np.ndarray:
+    """`surface_fit.fitted_crossings` of links from ``here`` (outside ``region``) to
+    ``there`` (inside), with the normals of ``normals`` (a voxel-grid field), where the
+    fit applies; ``smoothed`` (the smoothing's crossings) elsewhere. With coarse slices
+    across ``coarse_axis`` (in-plane links) the fit applies to every link from a slice
+    ratio of `_FIT_EVERY_IN_PLANE_LINK`, below it to those on caps."""
+    gradient = normals.gradient(here, spacing) + normals.gradient(there, spacing)
+    out = smoothed.copy()
+    fit = np.ones(here.size, dtype=bool)
+    if coarse_axis is not None and spacing[coarse_axis] < _FIT_EVERY_IN_PLANE_LINK * spacing.min():
+        steep = np.abs(gradient[:, coarse_axis])
+        fit = steep > _FIT_CAP_NORMAL * np.linalg.norm(gradient, axis=1)
+    out[fit] = fitted_crossings(
+        region, spacing, here[fit], there[fit], gradient[fit], smoothed[fit],
+        ISOTROPIC if coarse_axis is None else COARSE_SLICES,
+    )  # fmt: skip
+    return out
+
+
 def _under_summit(terrace: np.ndarray, here: np.ndarray, there: np.ndarray) -> np.ndarray:
     """Which slice-axis links (``here`` outside the region, ``there`` inside, in the next
     slice) lie on a terrace too wide for the slice smoothing: half the in-plane distance
@@ -282,14 +309,18 @@ class _Links:
     AXIS = np.repeat(np.arange(3), 2)  # axis of each of the six columns
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _face_neighbours(cells, shape, flat_wall, flat_inner):  # pragma: no cover (compiled)
-    """Flat index and kind (`_Links`) of the six face neighbours of every cell of a C-order
-    array of ``shape``; at an array edge the cell itself, of kind 3."""
+    """Flat index, kind and cell number (`_Links`) of the six face neighbours of every
+    cell of a C-order array of ``shape``; at an array edge the cell itself, of kind 3."""
     strides = (shape[1] * shape[2], shape[2], 1)
+    number = np.empty(flat_wall.size, dtype=np.int64)
+    for i in numba.prange(cells.size):
+        number[cells[i]] = i
     neighbour = np.empty((cells.size, 6), dtype=np.int64)
     kind = np.empty((cells.size, 6), dtype=np.int8)
-    for i in range(cells.size):
+    cell = np.full((cells.size, 6), -1, dtype=np.int64)
+    for i in numba.prange(cells.size):
         c = cells[i]
         for axis in range(3):
             position = (c // strides[axis]) % shape[axis]
@@ -301,8 +332,11 @@ def _face_neighbours(cells, shape, flat_wall, flat_inner):  # pragma: no cover (
                     continue
                 nb = c + step * strides[axis]
                 neighbour[i, column] = nb
-                kind[i, column] = 0 if flat_wall[nb] else (1 if flat_inner[nb] else 2)
-    return neighbour, kind
+                if flat_wall[nb]:
+                    kind[i, column], cell[i, column] = 0, number[nb]
+                else:
+                    kind[i, column] = 1 if flat_inner[nb] else 2
+    return neighbour, kind, cell
 
 
 def wall_thickness(
@@ -383,45 +417,36 @@ def wall_thickness(
 
     cells = np.flatnonzero(flat_wall)
     n = cells.size
-    neighbour, kind = _face_neighbours(cells, np.array(shape), flat_wall, flat_inner)
-    number = np.full(sub.size, -1, dtype=np.int64)
-    number[cells] = np.arange(n)
-    theta = np.ones((n, 6))
-    for column, axis in enumerate(_Links.AXIS):
-        for boundary, surface in fields.items():
-            at = kind[:, column] == boundary
-            here, there = cells[at], neighbour[at, column]
-            crossing = _crossing(surface, here, there)
-            if coarse and axis == coarse_axis:
-                summit = _under_summit(terraces[boundary], here, there)
-                crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
-            theta[at, column] = crossing
+    neighbour, kind, cell = _face_neighbours(cells, np.array(shape), flat_wall, flat_inner)
+    # the links that cross a surface, in row-major (cell, column) order
+    rows, columns = np.nonzero((kind == 1) | (kind == 2))
+    link_kind, here, there = kind[rows, columns], cells[rows], neighbour[rows, columns]
+    crossing = np.empty(rows.size)
+    for boundary, surface in fields.items():
+        at = link_kind == boundary
+        crossing[at] = _crossing(surface, here[at], there[at])
+        if coarse:
+            summit = np.flatnonzero(at & (_Links.AXIS[columns] == coarse_axis))
+            summit = summit[_under_summit(terraces[boundary], here[summit], there[summit])]
+            crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
     if fitted:
-        if coarse:  # per in-plane column; the slice-axis links keep the summit smoothing
-            link_sets = [slice(c, c + 1) for c in range(6) if _Links.AXIS[c] != coarse_axis]
-        else:  # one fit per block and height axis for the links of all six columns
-            link_sets = [slice(0, 6)]
-        normal_fields = fields
         if coarse:  # normals from the fine smoothing (on the voxel grid)
             sigma_mm = smoothing_voxels * spacing.min()
-            normal_fields = _fields(regions, spacing, sigma_mm, curvature=False)
-        for boundary, normals in normal_fields.items():
-            for columns in link_sets:
-                at = np.zeros_like(kind, dtype=bool)
-                at[:, columns] = kind[:, columns] == boundary
-                here, there = np.broadcast_to(cells[:, None], at.shape)[at], neighbour[at]
-                gradient = normals.gradient(here, spacing) + normals.gradient(there, spacing)
-                fit = np.ones(here.size, dtype=bool)
-                if coarse and spacing[coarse_axis] < _FIT_EVERY_IN_PLANE_LINK * spacing.min():
-                    steep = np.abs(gradient[:, coarse_axis])
-                    fit = steep > _FIT_CAP_NORMAL * np.linalg.norm(gradient, axis=1)
-                values = theta[at]
-                values[fit] = fitted_crossings(
-                    regions[boundary], spacing, here[fit], there[fit], gradient[fit], values[fit],
-                    COARSE_SLICES if coarse else ISOTROPIC,
+            fields = _fields(regions, spacing, sigma_mm, curvature=False)
+        for boundary, normals in fields.items():
+            at = link_kind == boundary
+            if coarse:  # per in-plane column; the slice-axis links keep the summit smoothing
+                link_sets = [at & (columns == c) for c in range(6) if _Links.AXIS[c] != coarse_axis]
+            else:  # one fit per block and height axis for the links of all six columns
+                link_sets = [at]
+            for links_here in link_sets:
+                crossing[links_here] = _fitted_crossings(
+                    regions[boundary], normals, spacing, here[links_here], there[links_here],
+                    crossing[links_here], coarse_axis if coarse else None,
                 )  # fmt: skip
-                theta[at] = np.clip(values, _THETA_MIN, 1.0)
-    links = _Links(np.where(kind == 0, number[neighbour], -1), kind, theta * spacing[_Links.AXIS])
+    theta = np.ones((n, 6))
+    theta[rows, columns] = np.clip(crossing, _THETA_MIN, 1.0)
+    links = _Links(cell, kind, theta * spacing[_Links.AXIS])
     placed = time.perf_counter()
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
     solved = time.perf_counter()
