@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-_BLOCK = 3  # links whose wall voxels share a block of this many voxels a side share a fit
 _SEARCH = 6  # voxels searched along a column, either side of the tangent plane
 _NEWTON_STEPS = 8
 
@@ -56,6 +55,8 @@ class FitSettings:
             continues quadratically.
         keep_out_of_range: a crossing outside ``[-0.25, 1.25]`` of its link is returned as
             is (for the caller to clip) rather than replaced by the fallback.
+        block_mm: links whose outside voxels share a block about this wide (a whole
+            number of voxels along each axis) and a height axis share one fit.
     """
 
     first_window_mm: float = 5.0
@@ -63,6 +64,7 @@ class FitSettings:
     largest_window_mm: float = 10.0
     barrier_voxels: float = 0.05
     keep_out_of_range: bool = False
+    block_mm: float = 3.0
 
 
 #: Near-isotropic spacing: every link.
@@ -98,10 +100,11 @@ def fitted_crossings(
     shape = np.array(region.shape, dtype=np.int64)
     height_axis = np.argmax(np.abs(gradient), axis=1)
     position = np.array(np.unravel_index(here, region.shape))
-    blocks = shape // _BLOCK + 1
+    block = np.maximum(1, np.round(settings.block_mm / np.asarray(spacing))).astype(np.int64)
+    blocks = shape // block + 1
     key = height_axis
     for axis in range(3):
-        key = key * blocks[axis] + position[axis] // _BLOCK
+        key = key * blocks[axis] + position[axis] // block[axis]
     order = np.argsort(key, kind="stable")
     first = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
     start = np.r_[first, order.size].astype(np.int64)

@@ -32,24 +32,26 @@ Accuracy comes from three places the usual voxel implementations skip:
   normal, mean curvature), which is added back to the probit distance. On the analytic
   phantoms this halves the maximum error at 0.5x0.5x0.7 mm and 1x1x2 mm
   (``bench/thickness.py``).
-- **Fitted surfaces** (``surfaces="fitted"``, opt-in): the smoothing cannot read a
+- **Fitted surfaces** (``surfaces="fitted"``, the default): the smoothing cannot read a
   terrace's sub-voxel height, which lies in the widths of the terraces around it;
   :mod:`sitetune.measure.surface_fit` fits each surface locally to the column intervals
-  of its staircase instead. At near-isotropic spacing every link is fitted, which halves
-  the placement error at 1 mm (and adds about half to the time at 256^3). With coarse
+  of its staircase instead, starting from the smoothing's placement. At near-isotropic
+  spacing every link is fitted, which halves the placement error at 1 mm. With coarse
   slices only the in-plane links are (the slice-axis links keep the summit-aware
   smoothing, which places them better): all of them from a slice ratio of 1.8, below it
   those on caps (surface within ~32 degrees of the slice plane), with wider windows.
+  ``surfaces="smoothed"`` stops at the smoothing: about 0.6 of the time at 256^3, and
+  it misses the max target at some centre offsets (``bench/thickness.py``).
 - **Anisotropic spacing** enters every difference quotient and face area exactly.
 - **Path lengths** are first-order upwind, which is exact for planar fields of any
   orientation; the upwind system is triangular in order of ``u``, so one pass over the
   cells in that order solves it.
 
-The Laplace system is symmetric positive definite (finite volumes), solved by conjugate
-gradients with a Jacobi preconditioner: on a thin wall it converges in a number of
-iterations proportional to the thickness in voxels, not to the volume size. The hot
-loops (system assembly, CG with parallel row loops, the upwind pass) are compiled with
-numba (cached on disk after the first call).
+The Laplace system is symmetric positive definite (finite volumes), solved matrix-free
+by conjugate gradients with a Jacobi preconditioner: on a thin wall it converges in a
+number of iterations proportional to the thickness in voxels, not to the volume size.
+The hot loops (neighbours, system, CG with parallel row loops, the upwind tables and
+passes, the surface fits) are compiled with numba (cached on disk after the first call).
 
 With ``device=`` set, the two solves run in torch (CPU or CUDA) on the same discrete
 equations; see :mod:`sitetune.measure.thickness_torch`.
@@ -64,6 +66,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import edt
@@ -80,6 +83,13 @@ if TYPE_CHECKING:  # torch is imported only when a device is asked for
 
 _THETA_MIN = 0.05  # a surface is never closer than this fraction of a spacing to a centre
 _PROBIT_CLIP = 1e-7  # keeps the probit of a saturated indicator finite
+
+
+class Surfaces(StrEnum):
+    """How the surfaces are placed between voxel centres (module docstring)."""
+
+    FITTED = "fitted"  # fitted locally to the staircase of the label map
+    SMOOTHED = "smoothed"  # the 0.5 level of a smoothed indicator alone
 
 
 @dataclass(frozen=True)
@@ -346,7 +356,7 @@ def wall_thickness(
     inner: int = 1,
     wall: int = 2,
     smoothing_voxels: float = 1.5,
-    surfaces: str = "smoothed",
+    surfaces: Surfaces | str = Surfaces.FITTED,
     tolerance: float = 1e-5,
     device: str | None = None,
 ) -> ThicknessResult:
@@ -362,11 +372,12 @@ def wall_thickness(
             times the mean curvature; 1.5 balances the two on the analytic phantoms.
             Used where the spacing is (nearly) isotropic; with coarse slices the
             smoothing is wider and curvature-corrected (module docstring).
-        surfaces: ``"smoothed"`` places the surfaces by the smoothing alone;
-            ``"fitted"`` fits each surface locally to its staircase
-            (:mod:`sitetune.measure.surface_fit`; with coarse slices, the in-plane links
-            only), which is more accurate at every tested centre offset and costs more
-            time (module docstring).
+        surfaces: `Surfaces`: ``"fitted"`` (default) fits each surface locally to its
+            staircase (:mod:`sitetune.measure.surface_fit`; with coarse slices, the
+            in-plane links only), which meets the accuracy targets at every tested
+            centre offset; ``"smoothed"`` places them by the smoothing alone, which is
+            faster (about 0.6 of the time at 256^3) and misses the max target at some
+            offsets (module docstring).
         tolerance: relative residual of the Laplace solve.
         device: None for the numpy/scipy solvers; ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
             to solve the Laplace and path-length systems with torch on that device
@@ -381,8 +392,11 @@ def wall_thickness(
     spacing = np.asarray(spacing, dtype=np.float64)
     if labels.ndim != 3 or spacing.shape != (3,):
         raise ValueError(f"need a 3D label map and 3 spacings, got {labels.shape}, {spacing}")
-    if surfaces not in ("smoothed", "fitted"):
-        raise ValueError(f"surfaces must be 'smoothed' or 'fitted', got {surfaces!r}")
+    try:
+        surfaces = Surfaces(surfaces)
+    except ValueError:
+        allowed = ", ".join(repr(s.value) for s in Surfaces)
+        raise ValueError(f"surfaces must be one of {allowed}, got {surfaces!r}") from None
     torch_device = None  # None: numpy/scipy solvers
     if device is not None:
         from sitetune.measure.thickness_torch import resolve_device
@@ -412,7 +426,7 @@ def wall_thickness(
         terraces = {b: _in_plane_distance(r, spacing, coarse_axis) for b, r in regions.items()}
     else:
         fields = _fields(regions, spacing, smoothing_voxels * spacing.min(), curvature=False)
-    fitted = surfaces == "fitted"
+    fitted = surfaces is Surfaces.FITTED
     flat_inner, flat_wall = is_inner.ravel(), is_wall.ravel()
 
     cells = np.flatnonzero(flat_wall)
@@ -463,7 +477,7 @@ def wall_thickness(
         "name": "laplace-yezzi",
         "boundaries": "sub-voxel (probit of a smoothed indicator)",
         "smoothing_voxels": smoothing_voxels,
-        "surfaces": "fitted" if fitted else "smoothed",
+        "surfaces": surfaces.value,
         "coarse_slices": None,
         "laplace_solver": "jacobi-preconditioned conjugate gradients (float32, matrix-free, numba)",
         "laplace_tolerance": tolerance,

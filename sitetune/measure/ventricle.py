@@ -23,7 +23,7 @@ import numpy as np
 
 from sitetune.errors import InvalidInput
 from sitetune.imaging.volume import PhaseInfo, spacing_from_affine, voxel_volume_ml
-from sitetune.measure.thickness import ThicknessResult, wall_thickness
+from sitetune.measure.thickness import Surfaces, ThicknessResult, wall_thickness
 
 BLOOD_POOL, MYOCARDIUM = 1, 2
 LV_LABELS = {BLOOD_POOL: "LV blood pool", MYOCARDIUM: "LV myocardium"}
@@ -128,8 +128,10 @@ def measure_ventricle(
     ed: int | None = None,
     es: int | None = None,
     all_phases: bool = False,
+    surfaces: Surfaces | str = Surfaces.FITTED,
 ) -> VentricleReport:
-    """Volumes per phase, ED/ES, and wall thickness on a 3D or 4D LV label map.
+    """Volumes per phase, ED/ES, and wall thickness on a 3D or 4D LV label map
+    (``surfaces``: the placement of `wall_thickness`).
 
     Raises:
         InvalidInput: a phase to measure has no myocardium or no blood pool, or a
@@ -159,7 +161,9 @@ def measure_ventricle(
     results: dict[int, ThicknessResult] = {}
     for t in to_measure:
         try:
-            results[t] = wall_thickness(frames[t], spacing, inner=BLOOD_POOL, wall=MYOCARDIUM)
+            results[t] = wall_thickness(
+                frames[t], spacing, inner=BLOOD_POOL, wall=MYOCARDIUM, surfaces=surfaces
+            )
         except InvalidInput as error:
             where = f"phase {t}: " if len(frames) > 1 else ""
             raise InvalidInput(f"{where}{error.message}", code=error.code) from error

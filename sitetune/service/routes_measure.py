@@ -20,6 +20,7 @@ from sitetune.measure.lesions import (
     check_lesion_options,
     lesion_statistics,
 )
+from sitetune.measure.thickness import Surfaces
 from sitetune.measure.ventricle import LV_LABELS, measure_ventricle
 from sitetune.models.registry import ModelVersion
 from sitetune.results import input_summary, model_summary
@@ -114,6 +115,7 @@ def thickness(
     ed: Annotated[int | None, Form()] = None,
     es: Annotated[int | None, Form()] = None,
     phases: Annotated[PhasesMeasured, Form()] = PhasesMeasured.ED_ES,
+    surfaces: Annotated[Surfaces, Form()] = Surfaces.FITTED,
 ) -> dict:
     """LV wall thickness (median, p95, max, mean) at ED and ES, from an image or a mask."""
     app = state(request)
@@ -129,6 +131,7 @@ def thickness(
         ed=ed,
         es=es,
         all_phases=phases is PhasesMeasured.ALL,
+        surfaces=surfaces,
     )
     timings["thickness"] = round(1000 * (time.perf_counter() - measuring), 1)
     return _store(

@@ -45,11 +45,31 @@ def test_mask_in_stats_and_map_equal_the_direct_measurement(server, cine_case, t
     assert body["model"] is None and len(body["phases"]) == 1
     assert body["phases"][0]["thickness_mm"] == direct.to_json()["phases"][0]["thickness_mm"]
     assert body["method"]["name"] == "laplace-yezzi"
+    assert body["method"]["surfaces"] == "fitted"  # the default placement
     thickness = nib.Nifti1Image.from_bytes(gzip.decompress(map_response.content))
     np.testing.assert_allclose(thickness.affine, ed_labels.affine, atol=1e-4)
     np.testing.assert_allclose(np.asarray(thickness.dataobj), direct.thickness_map, atol=1e-5)
     wall = ed_labels.array == 2
     assert np.all(np.asarray(thickness.dataobj)[~wall] == 0)
+
+
+def test_surface_placement_can_be_chosen_and_a_bad_choice_is_400(server, cine_case, tmp_path):
+    ed_labels = cine_case.labels.phase(0)
+    path = tmp_path / "mask.nii.gz"
+    save_nifti(ed_labels.array.astype(np.uint8), path, affine=ed_labels.affine)
+    direct = measure_ventricle(ed_labels.array, ed_labels.affine, surfaces="smoothed")
+    with server.client("clinical") as client:
+        smoothed = _post(client, mask=path, surfaces="smoothed")
+        bad = _post(client, mask=path, surfaces="exact")
+    assert smoothed.status_code == 200, smoothed.text
+    assert smoothed.json()["method"]["surfaces"] == "smoothed"
+    assert (
+        smoothed.json()["phases"][0]["thickness_mm"]
+        == direct.to_json()["phases"][0]["thickness_mm"]
+    )
+    assert bad.status_code == 400
+    assert "surfaces" in bad.json()["error"]["message"]
+    assert "smoothed" in bad.json()["error"]["message"]
 
 
 def test_4d_dicom_study_ed_from_tags_es_from_volume_curve(server, cine_case, tmp_path):
