@@ -12,8 +12,9 @@ of the finest axis, over the voxels where the closed form holds: mean (bias), p9
 max of |error|; per spacing, the slab orientation spread (max - min of the three slab
 biases). pyezzi runs ``compute_thickness_cardiac(endo=blood pool, epi=blood pool+wall)``.
 
-``sitetune-fitted`` is ``wall_thickness(..., surfaces="fitted")`` (surfaces fitted to their
-staircase; with coarse slices the in-plane links only).
+``sitetune`` is ``wall_thickness`` as served (surfaces fitted to their staircase, with coarse
+slices the in-plane links only); ``sitetune-smoothed`` is ``surfaces="smoothed"`` (placed by
+the smoothing alone: faster, less accurate at some offsets).
 
 Robustness (``--seeds``): the same rows for sitetune (both surface placements) at further
 centre offsets, worst value of each statistic per row over the seeds, and the rows missing
@@ -23,7 +24,7 @@ Speed: a spherical shell of radii 60-80 voxels in a 256^3 array at 1 mm, median 
 ``--runs`` for each method (interleaved, after one warm-up call each), and the ratios; each
 sitetune run's stage times (surface placement, Laplace, path lengths) beside it.
 
-GPU (``--device cuda``): adds ``sitetune-cuda`` and ``sitetune-fitted-cuda`` (the Laplace and
+GPU (``--device cuda``): adds ``sitetune-cuda`` and ``sitetune-smoothed-cuda`` (the Laplace and
 path-length solves in torch on the GPU, the surface placement on the CPU) to the table and
 the timing; ``--skip-accuracy --seeds ''`` times them alone, e.g. on a GPU host:
 
@@ -97,7 +98,7 @@ def lattice_thickness(target_mm: float, normal, spacing) -> float:
     return round(target_mm / step_mm) * step_mm
 
 
-def sitetune_method(surfaces: str = "smoothed", device: str | None = None):
+def sitetune_method(surfaces: str = "fitted", device: str | None = None):
     """``wall_thickness`` with these options, as a bench method: ``(thickness, stage seconds)``."""
 
     def run(labels: np.ndarray, spacing) -> tuple[np.ndarray, dict]:
@@ -118,15 +119,15 @@ def pyezzi_thickness(labels: np.ndarray, spacing) -> tuple[np.ndarray, None]:
 
 METHODS = {
     "sitetune": sitetune_method(),
-    "sitetune-fitted": sitetune_method("fitted"),
+    "sitetune-smoothed": sitetune_method("smoothed"),
     "pyezzi": pyezzi_thickness,
 }
 
 
 def add_device_methods(device: str) -> None:
-    """Add ``sitetune-<device>`` and ``sitetune-fitted-<device>`` (torch solvers)."""
+    """Add ``sitetune-<device>`` and ``sitetune-smoothed-<device>`` (torch solvers)."""
     METHODS[f"sitetune-{device}"] = sitetune_method(device=device)
-    METHODS[f"sitetune-fitted-{device}"] = sitetune_method("fitted", device)
+    METHODS[f"sitetune-smoothed-{device}"] = sitetune_method("smoothed", device)
 
 
 def errors_of(method, phantom) -> tuple[dict, float]:
@@ -172,7 +173,7 @@ def robustness(seeds: list[int]) -> dict:
         rng = np.random.default_rng(seed)
         for spacing_name, spacing in SPACINGS.items():
             for name, phantom in phantoms(spacing, rng):
-                for method in ("sitetune", "sitetune-fitted"):  # not pyezzi, not torch
+                for method in ("sitetune", "sitetune-smoothed"):  # not pyezzi, not torch
                     row, _ = errors_of(method, phantom)
                     into = worst.setdefault(method, {}).setdefault(spacing_name, {})
                     into = into.setdefault(name, {})
