@@ -444,10 +444,11 @@ def wall_thickness(
             summit = summit[_under_summit(terraces[boundary], here[summit], there[summit])]
             crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
     if fitted:
+        normal_fields = fields
         if coarse:  # normals from the fine smoothing (on the voxel grid)
             sigma_mm = smoothing_voxels * spacing.min()
-            fields = _fields(regions, spacing, sigma_mm, curvature=False)
-        for boundary, normals in fields.items():
+            normal_fields = _fields(regions, spacing, sigma_mm, curvature=False)
+        for boundary, normals in normal_fields.items():
             at = link_kind == boundary
             if coarse:  # per in-plane column; the slice-axis links keep the summit smoothing
                 link_sets = [at & (columns == c) for c in range(6) if _Links.AXIS[c] != coarse_axis]
