@@ -25,8 +25,8 @@ slices, whose terraces span a slice step) ``0.9 R^0.75`` from 6 to 20 mm and 0.0
 The crossing on a link is where the fitted height field meets the link segment. A lattice
 plane's interval midpoints are coplanar and the analytic centre of intervals symmetric
 about a plane is that plane, so planes of any orientation land at the middle of their
-lattice ambiguity, as with the smoothing. Links whose wall voxels lie in one block of 3^3
-voxels and share a height axis share one fit. Where a fit fails (too few columns, no root
+lattice ambiguity, as with the smoothing. Links whose wall voxels lie in one block about
+3 mm wide (3^3 voxels at 1 mm) and share a height axis share one fit. Where a fit fails (too few columns, no root
 on the link; with `ISOTROPIC` also a crossing well outside its link) the caller's estimate
 is kept.
 """
@@ -55,7 +55,7 @@ class FitSettings:
             continues quadratically.
         keep_out_of_range: a crossing outside ``[-0.25, 1.25]`` of its link is returned as
             is (for the caller to clip) rather than replaced by the fallback.
-        block_mm: links whose outside voxels share a block about this wide (a whole
+        block_mm: links whose ``here`` voxels share a block about this wide (a whole
             number of voxels along each axis) and a height axis share one fit.
     """
 
