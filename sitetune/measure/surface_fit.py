@@ -26,9 +26,9 @@ The crossing on a link is where the fitted height field meets the link segment. 
 plane's interval midpoints are coplanar and the analytic centre of intervals symmetric
 about a plane is that plane, so planes of any orientation land at the middle of their
 lattice ambiguity, as with the smoothing. Links whose wall voxels lie in one block about
-3 mm wide (3^3 voxels at 1 mm) and share a height axis share one fit. Where a fit fails (too few columns, no root
-on the link; with `ISOTROPIC` also a crossing well outside its link) the caller's estimate
-is kept.
+3 mm wide (3^3 voxels at 1 mm) and share a height axis share one fit. Where a fit fails
+(too few columns, no root on the link; with `ISOTROPIC` also a crossing well outside its
+link) the caller's estimate is kept.
 """
 
 from __future__ import annotations

@@ -81,7 +81,11 @@ from sitetune.measure.surface_fit import COARSE_SLICES, ISOTROPIC, fitted_crossi
 if TYPE_CHECKING:  # torch is imported only when a device is asked for
     import torch
 
-_THETA_MIN = 0.05  # a surface is never closer than this fraction of a spacing to a centre
+# A surface is never placed closer to a wall cell's centre than this fraction of the coarsest
+# spacing, the same distance along every axis: a per-axis fraction would put the nearest
+# surface twice as far along a slice axis twice as coarse, which tilts grad u (and so the
+# path) towards the slices in a cell the surface passes through.
+_CLOSEST_SURFACE = 0.05
 _PROBIT_CLIP = 1e-7  # keeps the probit of a saturated indicator finite
 
 
@@ -248,8 +252,7 @@ def _crossing(field: _SurfaceField, here: np.ndarray, there: np.ndarray) -> np.n
     the surface lies, by linear interpolation of the signed distance."""
     d_here, d_there = field.distance(here), field.distance(there)
     denom = d_here - d_there
-    theta = np.where(np.abs(denom) > 1e-9, d_here / np.where(denom == 0, 1, denom), 0.5)
-    return np.clip(theta, _THETA_MIN, 1.0)
+    return np.where(np.abs(denom) > 1e-9, d_here / np.where(denom == 0, 1, denom), 0.5)
 
 
 def _fitted_crossings(
@@ -460,7 +463,8 @@ def wall_thickness(
                     crossing[links_here], coarse_axis if coarse else None,
                 )  # fmt: skip
     theta = np.ones((n, 6))
-    theta[rows, columns] = np.clip(crossing, _THETA_MIN, 1.0)
+    closest = _CLOSEST_SURFACE * spacing.max() / spacing[_Links.AXIS[columns]]
+    theta[rows, columns] = np.clip(crossing, closest, 1.0)
     links = _Links(cell, kind, theta * spacing[_Links.AXIS])
     placed = time.perf_counter()
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
