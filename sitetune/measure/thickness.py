@@ -470,6 +470,8 @@ def wall_thickness(
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
     solved = time.perf_counter()
     tangent = _unit_gradient(u, links.cell, links.kind, links.distance)
+    closest_mm = _CLOSEST_SURFACE * spacing.max()
+    tangent = _surface_cell_tangents(tangent, links.cell, links.kind, links.distance, closest_mm)
     order = np.argsort(u)
     (l0, sweeps0), (l1, sweeps1) = _path_lengths(tangent, links, order, torch_device)
     traced = time.perf_counter()
@@ -680,6 +682,36 @@ def _unit_gradient(u, cell, kind, distance):  # pragma: no cover (compiled)
             norm += g * g
         if norm > 0.0:
             out[i] /= np.sqrt(norm)
+    return out
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _surface_cell_tangents(tangent, cell, kind, distance, closest_mm):  # pragma: no cover
+    """``tangent`` with the cells a surface passes through (a surface placed at the
+    closest allowed distance, `_CLOSEST_SURFACE`) given the mean direction of their other
+    wall neighbours' tangents.
+
+    There the central differences read boundary values at the clipped distance on every
+    such face, whatever the geometry, and tilt the tangent towards those faces (up to
+    0.6 voxel of path length at the pole of a sphere whose surface passes through a cell
+    centre). A cell with no such neighbour keeps its own."""
+    n = tangent.shape[0]
+    on_surface = np.zeros(n, dtype=np.bool_)
+    for i in numba.prange(n):
+        for f in range(6):
+            if (kind[i, f] == 1 or kind[i, f] == 2) and distance[i, f] <= closest_mm * 1.000001:
+                on_surface[i] = True
+    out = tangent.copy()
+    for i in numba.prange(n):
+        if not on_surface[i]:
+            continue
+        total = np.zeros(3)
+        for f in range(6):
+            if kind[i, f] == 0 and not on_surface[cell[i, f]]:
+                total += tangent[cell[i, f]]
+        norm = np.sqrt((total * total).sum())
+        if norm > 0.0:
+            out[i] = total / norm
     return out
 
 
