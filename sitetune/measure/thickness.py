@@ -420,52 +420,11 @@ def wall_thickness(
         for b, n in zip(wall_box, labels.shape, strict=True)
     )
     sub = labels[box]
-    shape = sub.shape
-    is_wall, is_inner = sub == wall, sub == inner
-    regions = {1: is_inner, 2: ~is_inner & ~is_wall}
-    if coarse:
-        fields = _fields(regions, spacing, _SLICE_SMOOTHING_MM, curvature=True)
-        summit_fields = _fields(regions, spacing, _SUMMIT_SMOOTHING_MM, curvature=True)
-        terraces = {b: _in_plane_distance(r, spacing, coarse_axis) for b, r in regions.items()}
-    else:
-        fields = _fields(regions, spacing, smoothing_voxels * spacing.min(), curvature=False)
-    fitted = surfaces is Surfaces.FITTED
-    flat_inner, flat_wall = is_inner.ravel(), is_wall.ravel()
-
-    cells = np.flatnonzero(flat_wall)
+    cells, links = _surface_links(
+        sub, spacing, inner, wall, coarse_axis if coarse else None, smoothing_voxels,
+        fitted=surfaces is Surfaces.FITTED,
+    )  # fmt: skip
     n = cells.size
-    neighbour, kind, cell = _face_neighbours(cells, np.array(shape), flat_wall, flat_inner)
-    # the links that cross a surface, in row-major (cell, column) order
-    rows, columns = np.nonzero((kind == 1) | (kind == 2))
-    link_kind, here, there = kind[rows, columns], cells[rows], neighbour[rows, columns]
-    crossing = np.empty(rows.size)
-    for boundary, surface in fields.items():
-        at = link_kind == boundary
-        crossing[at] = _crossing(surface, here[at], there[at])
-        if coarse:
-            summit = np.flatnonzero(at & (_Links.AXIS[columns] == coarse_axis))
-            summit = summit[_under_summit(terraces[boundary], here[summit], there[summit])]
-            crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
-    if fitted:
-        normal_fields = fields
-        if coarse:  # normals from the fine smoothing (on the voxel grid)
-            sigma_mm = smoothing_voxels * spacing.min()
-            normal_fields = _fields(regions, spacing, sigma_mm, curvature=False)
-        for boundary, normals in normal_fields.items():
-            at = link_kind == boundary
-            if coarse:  # per in-plane column; the slice-axis links keep the summit smoothing
-                link_sets = [at & (columns == c) for c in range(6) if _Links.AXIS[c] != coarse_axis]
-            else:  # one fit per block and height axis for the links of all six columns
-                link_sets = [at]
-            for links_here in link_sets:
-                crossing[links_here] = _fitted_crossings(
-                    regions[boundary], normals, spacing, here[links_here], there[links_here],
-                    crossing[links_here], coarse_axis if coarse else None,
-                )  # fmt: skip
-    theta = np.ones((n, 6))
-    closest = _CLOSEST_SURFACE * spacing.max() / spacing[_Links.AXIS[columns]]
-    theta[rows, columns] = np.clip(crossing, closest, 1.0)
-    links = _Links(cell, kind, theta * spacing[_Links.AXIS])
     placed = time.perf_counter()
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
     solved = time.perf_counter()
@@ -479,7 +438,7 @@ def wall_thickness(
     out = np.zeros(labels.shape, dtype=np.float32)
     out_sub = np.zeros(sub.size, dtype=np.float32)
     out_sub[cells] = values
-    out[box] = out_sub.reshape(shape)
+    out[box] = out_sub.reshape(sub.shape)
     method = {
         "name": "laplace-yezzi",
         "boundaries": "sub-voxel (probit of a smoothed indicator)",
@@ -516,6 +475,64 @@ def wall_thickness(
         "path_lengths": round(traced - solved, 3),
     }
     return ThicknessResult(out, _summary(values), method)
+
+
+def _surface_links(
+    sub: np.ndarray,
+    spacing: np.ndarray,
+    inner: int,
+    wall: int,
+    coarse_axis: int | None,
+    smoothing_voxels: float,
+    *,
+    fitted: bool,
+) -> tuple[np.ndarray, _Links]:
+    """The wall cells of the label map ``sub`` (flat indices) and their `_Links`, the
+    surfaces placed between voxel centres by the smoothing and, if ``fitted``, by the fits
+    (module docstring); ``coarse_axis`` is the slice axis, None at near-isotropic spacing."""
+    coarse = coarse_axis is not None
+    is_wall, is_inner = sub == wall, sub == inner
+    regions = {1: is_inner, 2: ~is_inner & ~is_wall}
+    if coarse:
+        fields = _fields(regions, spacing, _SLICE_SMOOTHING_MM, curvature=True)
+        summit_fields = _fields(regions, spacing, _SUMMIT_SMOOTHING_MM, curvature=True)
+        terraces = {b: _in_plane_distance(r, spacing, coarse_axis) for b, r in regions.items()}
+    else:
+        fields = _fields(regions, spacing, smoothing_voxels * spacing.min(), curvature=False)
+    flat_inner, flat_wall = is_inner.ravel(), is_wall.ravel()
+    cells = np.flatnonzero(flat_wall)
+    neighbour, kind, cell = _face_neighbours(cells, np.array(sub.shape), flat_wall, flat_inner)
+    # the links that cross a surface, in row-major (cell, column) order
+    rows, columns = np.nonzero((kind == 1) | (kind == 2))
+    link_kind, here, there = kind[rows, columns], cells[rows], neighbour[rows, columns]
+    crossing = np.empty(rows.size)
+    for boundary, surface in fields.items():
+        at = link_kind == boundary
+        crossing[at] = _crossing(surface, here[at], there[at])
+        if coarse:
+            summit = np.flatnonzero(at & (_Links.AXIS[columns] == coarse_axis))
+            summit = summit[_under_summit(terraces[boundary], here[summit], there[summit])]
+            crossing[summit] = _crossing(summit_fields[boundary], here[summit], there[summit])
+    if fitted:
+        normal_fields = fields
+        if coarse:  # normals from the fine smoothing (on the voxel grid)
+            sigma_mm = smoothing_voxels * spacing.min()
+            normal_fields = _fields(regions, spacing, sigma_mm, curvature=False)
+        for boundary, normals in normal_fields.items():
+            at = link_kind == boundary
+            if coarse:  # per in-plane column; the slice-axis links keep the summit smoothing
+                link_sets = [at & (columns == c) for c in range(6) if _Links.AXIS[c] != coarse_axis]
+            else:  # one fit per block and height axis for the links of all six columns
+                link_sets = [at]
+            for links_here in link_sets:
+                crossing[links_here] = _fitted_crossings(
+                    regions[boundary], normals, spacing, here[links_here], there[links_here],
+                    crossing[links_here], coarse_axis,
+                )  # fmt: skip
+    theta = np.ones((cells.size, 6))
+    closest = _CLOSEST_SURFACE * spacing.max() / spacing[_Links.AXIS[columns]]
+    theta[rows, columns] = np.clip(crossing, closest, 1.0)
+    return cells, _Links(cell, kind, theta * spacing[_Links.AXIS])
 
 
 def _solve_laplace(
