@@ -20,7 +20,10 @@ Accuracy comes from three places the usual voxel implementations skip:
   exact for a smoothed plane wherever it cuts the segment, where interpolating the
   S-shaped indicator itself pulls the cut towards the midpoint. Both the Laplace
   discretisation (finite volumes with cut distances) and the path-length boundary
-  conditions use ``theta``, so a wall is not one voxel too thin or too thick.
+  conditions use ``theta``, so a wall is not one voxel too thin or too thick. A surface
+  is never placed closer to a cell centre than 5 % of the coarsest spacing (the same
+  distance along every axis); in a cell it passes that close to, the direction of the
+  field line comes from the wall neighbours, not from differences of clipped distances.
 - **Coarse slices.** Where one axis is coarser than the others (``spacing`` ratio above
   1.2), a surface nearly parallel to the slices is sampled as wide flat terraces: a
   1.5-voxel smoothing sees one terrace and puts the cut at the midpoint between slices,
