@@ -252,7 +252,8 @@ def _fields(
 
 def _crossing(field: _SurfaceField, here: np.ndarray, there: np.ndarray) -> np.ndarray:
     """Fraction of the way from ``here`` (outside the region) to ``there`` (inside) where
-    the surface lies, by linear interpolation of the signed distance."""
+    the surface lies, by linear interpolation of the signed distance (not clipped to the
+    link: `_surface_links` clips once, after the fits)."""
     d_here, d_there = field.distance(here), field.distance(there)
     denom = d_here - d_there
     return np.where(np.abs(denom) > 1e-9, d_here / np.where(denom == 0, 1, denom), 0.5)
