@@ -424,7 +424,7 @@ def wall_thickness(
         for b, n in zip(wall_box, labels.shape, strict=True)
     )
     sub = labels[box]
-    cells, links = _surface_links(
+    cells, links, on_surface = _surface_links(
         sub, spacing, inner, wall, coarse_axis if coarse else None, smoothing_voxels,
         fitted=surfaces is Surfaces.FITTED,
     )  # fmt: skip
@@ -433,8 +433,7 @@ def wall_thickness(
     u, iterations = _solve_laplace(links, spacing, tolerance, torch_device)
     solved = time.perf_counter()
     tangent = _unit_gradient(u, links.cell, links.kind, links.distance)
-    closest_mm = _CLOSEST_SURFACE * spacing.max()
-    tangent = _surface_cell_tangents(tangent, links.cell, links.kind, links.distance, closest_mm)
+    tangent = _surface_cell_tangents(tangent, links.cell, links.kind, on_surface)
     order = np.argsort(u)
     (l0, sweeps0), (l1, sweeps1) = _path_lengths(tangent, links, order, torch_device)
     traced = time.perf_counter()
@@ -490,10 +489,12 @@ def _surface_links(
     smoothing_voxels: float,
     *,
     fitted: bool,
-) -> tuple[np.ndarray, _Links]:
-    """The wall cells of the label map ``sub`` (flat indices) and their `_Links`, the
+) -> tuple[np.ndarray, _Links, np.ndarray]:
+    """The wall cells of the label map ``sub`` (flat indices), their `_Links`, the
     surfaces placed between voxel centres by the smoothing and, if ``fitted``, by the fits
-    (module docstring); ``coarse_axis`` is the slice axis, None at near-isotropic spacing."""
+    (module docstring), and which cells a surface passes through (placed at the closest
+    allowed distance, `_CLOSEST_SURFACE`, on some face); ``coarse_axis`` is the slice
+    axis, None at near-isotropic spacing."""
     coarse = coarse_axis is not None
     is_wall, is_inner = sub == wall, sub == inner
     regions = {1: is_inner, 2: ~is_inner & ~is_wall}
@@ -536,7 +537,9 @@ def _surface_links(
     theta = np.ones((cells.size, 6))
     closest = _CLOSEST_SURFACE * spacing.max() / spacing[_Links.AXIS[columns]]
     theta[rows, columns] = np.clip(crossing, closest, 1.0)
-    return cells, _Links(cell, kind, theta * spacing[_Links.AXIS])
+    on_surface = np.zeros(cells.size, dtype=bool)
+    on_surface[rows[crossing <= closest]] = True
+    return cells, _Links(cell, kind, theta * spacing[_Links.AXIS]), on_surface
 
 
 def _solve_laplace(
@@ -707,23 +710,16 @@ def _unit_gradient(u, cell, kind, distance):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _surface_cell_tangents(tangent, cell, kind, distance, closest_mm):  # pragma: no cover
-    """``tangent`` with the cells a surface passes through (a surface placed at the
-    closest allowed distance, `_CLOSEST_SURFACE`) given the mean direction of their other
-    wall neighbours' tangents.
+def _surface_cell_tangents(tangent, cell, kind, on_surface):  # pragma: no cover (compiled)
+    """``tangent`` with the cells a surface passes through (``on_surface``, from
+    `_surface_links`) given the mean direction of their other wall neighbours' tangents.
 
     There the central differences read boundary values at the clipped distance on every
     such face, whatever the geometry, and tilt the tangent towards those faces (up to
     0.6 voxel of path length at the pole of a sphere whose surface passes through a cell
     centre). A cell with no such neighbour keeps its own."""
-    n = tangent.shape[0]
-    on_surface = np.zeros(n, dtype=np.bool_)
-    for i in numba.prange(n):
-        for f in range(6):
-            if (kind[i, f] == 1 or kind[i, f] == 2) and distance[i, f] <= closest_mm * 1.000001:
-                on_surface[i] = True
     out = tangent.copy()
-    for i in numba.prange(n):
+    for i in numba.prange(tangent.shape[0]):
         if not on_surface[i]:
             continue
         total = np.zeros(3)
