@@ -115,9 +115,56 @@ def _group_value(ds: Dataset, per_frame: Dataset | None, seq: str) -> Dataset | 
     return _item(shared, seq) if shared is not None else None
 
 
+def is_localizer(ds: Dataset) -> bool:
+    """Whether Image Type names the instance a localizer (scout, topogram, surview)."""
+    return "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]
+
+
+def _without_localizers(datasets: list[Dataset], names: list[str]):
+    """Drop localizers mixed into a series of other images (scanners export them with the
+    series); a series of localizers only is kept, and refused later with the reason."""
+    keep = [i for i, ds in enumerate(datasets) if not is_localizer(ds)]
+    if keep and len(keep) < len(datasets):
+        logger.info("left out %d localizer image(s)", len(datasets) - len(keep))
+        return [datasets[i] for i in keep], [names[i] for i in keep]
+    return datasets, names
+
+
+def _without_duplicates(datasets: list[Dataset], names: list[str]):
+    """Keep one copy of an instance sent twice (same SOP Instance UID and position); two
+    different images sharing one SOP Instance UID cannot both be referenced: refused."""
+    first: dict[str, int] = {}
+    keep = []
+    for i, ds in enumerate(datasets):
+        uid = str(ds.get("SOPInstanceUID", "")) or f"#{i}"
+        if uid not in first:
+            first[uid] = i
+            keep.append(i)
+            continue
+        other = datasets[first[uid]]
+        same_place = ds.get("ImagePositionPatient") == other.get("ImagePositionPatient")
+        if not same_place or ds.get("NumberOfFrames") != other.get("NumberOfFrames"):
+            raise InvalidInput(
+                f"{names[i]} and {names[first[uid]]} are different images with the same SOP "
+                "Instance UID; every instance needs its own UID",
+                code="duplicate_instances",
+            )
+    if len(keep) < len(datasets):
+        logger.info("left out %d duplicate instance(s)", len(datasets) - len(keep))
+    return [datasets[i] for i in keep], [names[i] for i in keep]
+
+
 def _frames_of(ds: Dataset, index: int, name: str) -> list[Frame]:
     """The `Frame` records of one instance (one for single-frame, N for multi-frame)."""
     rows, cols = int(ds.Rows), int(ds.Columns)
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    if n_frames > 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        raise InvalidInput(
+            f"{name}: a multi-frame {_sop_class_name(ds)} object of {n_frames} frames without "
+            "per-frame functional groups (no position per frame); send an enhanced "
+            "multi-frame or single-frame image series",
+            code="unsupported_multiframe",
+        )
     series_uid = str(ds.get("SeriesInstanceUID", ""))
     if "PerFrameFunctionalGroupsSequence" in ds:
         frames = []
@@ -162,6 +209,20 @@ def _frames_of(ds: Dataset, index: int, name: str) -> list[Frame]:
     ]
 
 
+def _checked_frames(ds: Dataset, index: int, name: str) -> list[Frame]:
+    """`_frames_of`, with header values that do not parse (``Rows`` "1A", a position of
+    two numbers...) reported as the input's fault rather than failing the request."""
+    try:
+        return _frames_of(ds, index, name)
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise InvalidInput(
+            f"{name}: a geometry or pixel header value cannot be read ({exc})",
+            code="invalid_header",
+        ) from exc
+
+
 def _frame(index, number, ipp, iop, spacing, size, rescale_source, key, series_uid) -> Frame:
     iop = np.asarray([float(v) for v in iop])
     return Frame(
@@ -188,6 +249,21 @@ def _sop_class_name(ds: Dataset) -> str:
     return UID(str(uid)).name if uid else "no SOP class"
 
 
+def _looks_like_raw_dicom(data: bytes) -> bool:
+    """A file without preamble and meta header that starts with a group 0008 element
+    (as older exports and some test corpora are): read it with ``force``."""
+    return len(data) > 8 and data[:2] in (b"\x08\x00", b"\x00\x08")
+
+
+def _parse(data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError:
+        if not _looks_like_raw_dicom(data):
+            raise
+        return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
 def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], list[str]]:
     """Parse ``(name, bytes)`` pairs; return the image datasets and their names.
 
@@ -204,7 +280,7 @@ def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], 
         if Path(name).name.upper() == "DICOMDIR":
             continue
         try:
-            ds = pydicom.dcmread(io.BytesIO(data))
+            ds = _parse(data)
         except InvalidDicomError:
             skipped_non_dicom += 1
             continue
@@ -218,7 +294,10 @@ def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], 
                 code="invalid_dicom",
             )
         if not _is_volume_image(ds):
-            non_image[_sop_class_name(ds)] += 1
+            kind = _sop_class_name(ds)
+            if "PixelData" not in ds and "Image" in kind:
+                kind += " without pixel data"
+            non_image[kind] += 1
             continue
         datasets.append(ds)
         names.append(name)
@@ -416,7 +495,11 @@ def _decode(ds: Dataset, name: str) -> np.ndarray:
 
 
 def volume_from_datasets(
-    datasets: list[Dataset], names: list[str] | None = None, series: str | None = None
+    datasets: list[Dataset],
+    names: list[str] | None = None,
+    series: str | None = None,
+    *,
+    decode: bool = True,
 ) -> Volume:
     """Assemble image datasets (one series, or the phases of one cardiac study) into a Volume.
 
@@ -424,13 +507,17 @@ def volume_from_datasets(
         datasets: parsed instances, any order; pixel data is decoded and then dropped.
         names: a display name per dataset for error messages (file names in the upload).
         series: a SeriesInstanceUID or SeriesNumber to pick when several series are present.
+        decode: False for the geometry and source references only (building a SEG or SR
+            later): the array is then a read-only zero view of the right shape.
 
     Raises:
         InvalidInput: inconsistent, incomplete, ambiguous or undecodable input.
     """
     names = names or [f"instance {i + 1}" for i in range(len(datasets))]
     datasets, names, summaries = _select(datasets, names, series)
-    frames = [f for i, ds in enumerate(datasets) for f in _frames_of(ds, i, names[i])]
+    datasets, names = _without_duplicates(datasets, names)
+    datasets, names = _without_localizers(datasets, names)
+    frames = [f for i, ds in enumerate(datasets) for f in _checked_frames(ds, i, names[i])]
     split = _split_phases(frames, summaries)
     try:
         _check_same(frames, names)
@@ -456,24 +543,14 @@ def volume_from_datasets(
     n_slices = len(phases[0][0])
     if any(len(p[0]) != n_slices for p in phases):
         raise InvalidInput("phases have different numbers of slices", code="inconsistent_phases")
-    array = np.empty((cols, rows, n_slices, len(phases)), dtype=np.float32)
-    needed: dict[int, list[tuple[int, int, Frame]]] = defaultdict(list)
-    for t, (ordered, _) in enumerate(phases):
-        for k, f in enumerate(ordered):
-            needed[f.dataset_index].append((t, k, f))
-    for index, placements in needed.items():
-        pixels = _decode(datasets[index], names[index])
-        if pixels.ndim == 2:
-            pixels = pixels[None]
-        for t, k, f in placements:
-            plane = pixels[(f.frame_number or 1) - 1]
-            if plane.shape != (rows, cols):
-                raise InvalidInput(
-                    f"{names[index]}: pixel data is {plane.shape}, header says {(rows, cols)}",
-                    code="invalid_pixel_data",
-                )
-            array[:, :, k, t] = plane.T.astype(np.float32) * f.slope + f.intercept
-        del datasets[index].PixelData  # keep headers only, for source references
+    shape = (cols, rows, n_slices, len(phases))
+    if not decode:
+        for ds in datasets:
+            if "PixelData" in ds:
+                del ds.PixelData
+        array = np.broadcast_to(np.zeros((), dtype=np.float32), shape)
+    else:
+        array = _decode_all(datasets, names, phases, shape)
     infos = []
     for t, (ordered, _) in enumerate(phases):
         percent, trigger, position = ordered[0].phase_key
@@ -495,13 +572,40 @@ def volume_from_datasets(
     )
 
 
+def _decode_all(datasets, names, phases, shape) -> np.ndarray:
+    """Decode every needed frame into a ``(X, Y, Z, T)`` float32 array (rescale applied),
+    dropping each instance's pixel data once placed."""
+    rows, cols = shape[1], shape[0]
+    array = np.empty(shape, dtype=np.float32)
+    needed: dict[int, list[tuple[int, int, Frame]]] = defaultdict(list)
+    for t, (ordered, _) in enumerate(phases):
+        for k, f in enumerate(ordered):
+            needed[f.dataset_index].append((t, k, f))
+    for index, placements in needed.items():
+        pixels = _decode(datasets[index], names[index])
+        if pixels.ndim == 2:
+            pixels = pixels[None]
+        for t, k, f in placements:
+            plane = pixels[(f.frame_number or 1) - 1]
+            if plane.shape != (rows, cols):
+                raise InvalidInput(
+                    f"{names[index]}: pixel data is {plane.shape}, header says {(rows, cols)}",
+                    code="invalid_pixel_data",
+                )
+            array[:, :, k, t] = plane.T.astype(np.float32) * f.slope + f.intercept
+        del datasets[index].PixelData  # keep headers only, for source references
+    return array
+
+
 def load_dicom(
     source: Path | str | Iterable[Dataset],
     *,
     series: str | None = None,
     limits: ZipLimits | None = None,
+    decode: bool = True,
 ) -> Volume:
-    """Load a DICOM series (or a multi-phase cardiac study) into a `Volume`.
+    """Load a DICOM series (or a multi-phase cardiac study) into a `Volume`
+    (``decode=False``: geometry and headers only, see `volume_from_datasets`).
 
     Args:
         source: a folder (searched recursively), a ``.zip`` file, a single DICOM file
@@ -511,7 +615,7 @@ def load_dicom(
     """
     if not isinstance(source, str | Path):
         datasets = list(source)
-        return volume_from_datasets(datasets, series=series)
+        return volume_from_datasets(datasets, series=series, decode=decode)
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -523,4 +627,4 @@ def load_dicom(
     else:
         raise UnsupportedInput(f"{path} is neither a folder, a zip nor a DICOM file")
     datasets, names = read_datasets(pairs)
-    return volume_from_datasets(datasets, names, series=series)
+    return volume_from_datasets(datasets, names, series=series, decode=decode)

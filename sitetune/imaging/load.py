@@ -36,6 +36,7 @@ def load_volume(
     series: str | None = None,
     modality: str | None = None,
     limits: ZipLimits | None = None,
+    decode: bool = True,
 ) -> Volume:
     """Load any supported upload into a `Volume` (see `sitetune.imaging.volume`).
 
@@ -45,9 +46,10 @@ def load_volume(
         series: SeriesInstanceUID or SeriesNumber, to pick one of several series.
         modality: the modality of a NIfTI image, which NIfTI does not record.
         limits: bounds applied to zip uploads.
+        decode: False to read DICOM geometry and headers only (no pixel decoding).
     """
     path = Path(path)
     kind = sniff(path)
     if kind == "nifti":
         return load_nifti(path, modality=modality)
-    return load_dicom(path, series=series, limits=limits)
+    return load_dicom(path, series=series, limits=limits, decode=decode)

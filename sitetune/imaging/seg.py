@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 
 from sitetune import __version__
 from sitetune.imaging.codes import StructureCode
+from sitetune.imaging.derived import conformed, unavailable_reason
 from sitetune.imaging.volume import Volume
 
 
@@ -32,6 +33,13 @@ def _frames_for_source(labels: np.ndarray, source: Volume) -> tuple[list[Dataset
     for k, s in enumerate(slices):
         frames[s.frame_number - 1] = planes[k]
     return datasets, frames
+
+
+def seg_unavailable_reason(source: Volume) -> str | None:
+    """Why no SEG can be derived from ``source`` (one phase), or None when one can."""
+    if source.dicom is None:
+        return "the input was not DICOM (a SEG references DICOM source images)"
+    return unavailable_reason(source.dicom.phase_datasets(0))
 
 
 def segment_numbers(label_values) -> dict[int, int]:
@@ -67,6 +75,8 @@ def segmentation_from_labels(
     """
     if source.dicom is None:
         raise ValueError("the source volume was not read from DICOM")
+    if (reason := seg_unavailable_reason(source)) is not None:
+        raise ValueError(reason)
     if labels.shape != source.shape:
         raise ValueError(f"labels shape {labels.shape} != source grid {source.shape}")
     unknown = sorted(set(np.unique(labels).tolist()) - {0} - set(structures))
@@ -97,7 +107,7 @@ def segmentation_from_labels(
     ]
     datasets, frames = _frames_for_source(segment_map, source)
     seg = hd.seg.Segmentation(
-        source_images=datasets,
+        source_images=conformed(datasets),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

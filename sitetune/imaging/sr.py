@@ -26,6 +26,7 @@ from pydicom.uid import generate_uid
 
 from sitetune import __version__
 from sitetune.imaging.codes import StructureCode
+from sitetune.imaging.derived import conformed
 
 MILLILITRE = Code("mL", "UCUM", "milliliter")
 WALL_THICKNESS = Code("122445", "DCM", "Wall Thickness")
@@ -43,10 +44,14 @@ DERIVATIONS = {
 
 @dataclass
 class MeasurementGroup:
-    """Numbers measured on one segment of one SEG (``segment_number`` is 1-based)."""
+    """Numbers measured on one segment of one SEG (``segment_number`` is 1-based).
+
+    ``seg`` is None when no SEG could be made (e.g. the source has no Frame of
+    Reference): the group then carries its numbers without a region (TID 1501).
+    """
 
     name: str
-    seg: hd.seg.Segmentation
+    seg: hd.seg.Segmentation | None
     segment_number: int
     structure: StructureCode
     volume_ml: float | None = None
@@ -76,7 +81,7 @@ def _group(group: MeasurementGroup, algorithm) -> object:
         evaluations = [hd.sr.QualitativeEvaluation(CARDIAC_PHASE, PHASE_CODES[group.phase])]
     tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=group.name)
     site = [hd.sr.FindingSite(group.structure.type)]
-    if group.has_region:
+    if group.has_region and group.seg is not None:
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             referenced_segment=hd.sr.ReferencedSegment(
@@ -93,7 +98,7 @@ def _group(group: MeasurementGroup, algorithm) -> object:
             measurements=measurements,
             qualitative_evaluations=evaluations,
         )
-    # an empty segment (no lesion found) has no region to point at: a TID 1501 group
+    # an empty segment (no lesion found), or no SEG at all: no region to point at (TID 1501)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         finding_type=group.structure.type,
@@ -123,7 +128,7 @@ def measurement_report(
             and as each group's algorithm identification.
         procedure: the procedure reported (e.g. SCT "CT of heart").
     """
-    segs = list({id(g.seg): g.seg for g in groups}.values())
+    segs = list({id(g.seg): g.seg for g in groups if g.seg is not None}.values())
     algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -137,7 +142,7 @@ def measurement_report(
         imaging_measurements=[_group(g, algorithm) for g in groups],
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[*source_images, *segs],
+        evidence=[*conformed(source_images), *segs],
         content=report,
         series_instance_uid=generate_uid(),
         series_number=series_number,

@@ -68,6 +68,17 @@ class NetworkSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class InputLimits(BaseModel):
+    """What input the model can meaningfully process; anything else is refused (422)
+    before inference, with the reason. Defaults hold for a card that states none."""
+
+    min_slices: int = Field(3, ge=1, le=64)  # fewer planes along any axis: not a volume
+    # the thinnest axis must cover this many mm; None: a quarter of the patch's field of
+    # view on the network grid (patch_size x spacing_mm), along its smallest axis
+    min_extent_mm: float | None = Field(None, gt=0, le=1000)
+    refuse_localizers: bool = True  # Image Type LOCALIZER (scouts, topograms)
+
+
 class Provenance(BaseModel):
     parent: str | None = None  # "name:version" this one was fine-tuned from
     dataset_fingerprint: str | None = None
@@ -87,6 +98,7 @@ class ModelCard(BaseModel):
     orientation: str = "RAS"
     intensity: Intensity
     patch_size: tuple[int, int, int]
+    input_limits: InputLimits = Field(default_factory=InputLimits)
     network: NetworkSpec
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -104,6 +116,13 @@ class ModelCard(BaseModel):
     def out_channels(self) -> int:
         """Network outputs: background plus one channel per label."""
         return len(self.labels) + 1
+
+    @property
+    def min_extent_mm(self) -> float:
+        """The smallest extent (mm) an input must have along every axis."""
+        if self.input_limits.min_extent_mm is not None:
+            return self.input_limits.min_extent_mm
+        return 0.25 * min(n * s for n, s in zip(self.patch_size, self.spacing_mm, strict=True))
 
     @property
     def label_names(self) -> dict[int, str]:

@@ -78,7 +78,8 @@ class ModelServer:
 
     def choose(self, volume: Volume, model: str | None, version: str | None) -> ModelVersion:
         """The version to run: ``model`` (or the modality's default) at ``version`` or
-        the ``production`` alias."""
+        the ``production`` alias. Whether the input suits it is `sitetune.analysis`'s
+        admission check."""
         if model is None:
             model = DEFAULT_MODEL_FOR_MODALITY.get(volume.modality or "")
             if model is None:
@@ -89,13 +90,7 @@ class ModelServer:
                     code="model_required",
                 )
         ref = model if version is None else f"{model.partition(':')[0]}:{version}"
-        chosen = self.registry.resolve(ref)
-        if volume.modality and chosen.card.modality != volume.modality:
-            raise InvalidInput(
-                f"model {chosen.ref} reads {chosen.card.modality}, the input is {volume.modality}",
-                code="wrong_modality",
-            )
-        return chosen
+        return self.registry.resolve(ref)
 
     def _engine_kind(self) -> EngineKind:
         kind = self.config.engine

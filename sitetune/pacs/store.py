@@ -2,9 +2,9 @@
 received instances (files under ``<artifact_dir>/pacs/instances/<study>/<series>/``).
 
 Series: ``receiving`` (a request is adding instances) -> ``received`` (its request ended)
--> ``queued`` (taken by a route into an analysis) | ``unrouted`` (no route takes it).
-A series that receives instances again later goes back to ``receiving`` and is analysed
-again.
+-> ``queued`` (taken by a route into an analysis) | ``unrouted`` (no route takes it);
+then it follows its analysis: ``analysing`` -> ``analysed`` | ``failed``. A series that
+receives instances again later goes back to ``receiving`` and is analysed again.
 
 Analyses: ``queued -> running -> done | failed`` (``running -> queued`` when the PACS
 worker that ran it died; failed after `MAX_ATTEMPTS`).
@@ -43,6 +43,9 @@ class SeriesState(StrEnum):
     RECEIVED = "received"
     QUEUED = "queued"
     UNROUTED = "unrouted"
+    ANALYSING = "analysing"
+    ANALYSED = "analysed"
+    FAILED = "failed"
 
 
 class AnalysisState(StrEnum):
@@ -372,9 +375,23 @@ class PacsStore:
                         attempts=PacsAnalysisRow.attempts + 1,
                     )
                 ).rowcount
+                if taken:
+                    self._series_follow(s, analysis_id, SeriesState.ANALYSING)
             if taken:
                 return self.analysis(analysis_id)
         return None
+
+    @staticmethod
+    def _series_follow(s: Session, analysis_id: str, state: SeriesState) -> None:
+        """Put the series of an analysis in ``state`` (those not receiving anew)."""
+        s.execute(
+            update(PacsSeriesRow)
+            .where(
+                PacsSeriesRow.analysis_id == analysis_id,
+                PacsSeriesRow.state.in_([SeriesState.QUEUED.value, SeriesState.ANALYSING.value]),
+            )
+            .values(state=state.value)
+        )
 
     def finish(
         self,
@@ -391,6 +408,9 @@ class PacsStore:
             row = s.get(PacsAnalysisRow, analysis_id)
             row.state = (AnalysisState.FAILED if error else AnalysisState.DONE).value
             row.finished_at = now
+            self._series_follow(
+                s, analysis_id, SeriesState.FAILED if error else SeriesState.ANALYSED
+            )
             row.outputs = json.dumps(outputs or [])
             row.summary = json.dumps(summary) if summary is not None else None
             row.error = error
@@ -423,8 +443,10 @@ class PacsStore:
                     row.state = AnalysisState.FAILED.value
                     row.error = f"its worker died {row.attempts} times"
                     row.finished_at = utcnow()
+                    self._series_follow(s, row.id, SeriesState.FAILED)
                 else:
                     row.state = AnalysisState.QUEUED.value
+                    self._series_follow(s, row.id, SeriesState.QUEUED)
                 recovered.append(row.id)
         return recovered
 

@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+from sitetune.analysis.pipeline import Pipeline
 from sitetune.db import make_engine
 from sitetune.errors import SitetuneError
 from sitetune.models.registry import Registry
@@ -40,7 +41,7 @@ class PacsWorker:
         self.settings = settings
         self.store = PacsStore(engine, artifacts)
         self.config = config or load_config(settings.resolved_pacs_config)
-        self.models = ModelServer.from_settings(Registry(engine, artifacts), settings)
+        self.pipeline = Pipeline(ModelServer.from_settings(Registry(engine, artifacts), settings))
         self.identity = worker_identity()
         self.stopping = threading.Event()
         self.retention = datetime.timedelta(hours=settings.results_retention_hours)
@@ -77,7 +78,8 @@ class PacsWorker:
         try:
             if route is None:
                 raise SitetuneError(f"route {analysis.route!r} is no longer configured")
-            output = analyse(self.store.series_files(analysis), self.models, route.model, folder)
+            files = self.store.series_files(analysis)
+            output = analyse(files, self.pipeline, route.model, folder)
         except SitetuneError as error:
             logger.warning("analysis %s failed: %s", analysis.id, error.message)
             return self.store.finish(analysis.id, error=f"{error.code}: {error.message}")

@@ -1,15 +1,15 @@
 """The BentoML service: FastAPI routes mounted with ``@bentoml.asgi_app``.
 
-Routes parse, call domain code and serialise; the work lives in `sitetune.models`,
-`sitetune.imaging` and `sitetune.results`. BentoML itself answers ``/healthz``,
-``/livez``, ``/readyz`` (ready once the production models are loaded) and ``/metrics``.
+Routes parse, call domain code and serialise; the work lives in `sitetune.analysis`
+(the pipeline and stored results), `sitetune.models` and `sitetune.imaging`. BentoML
+itself answers ``/healthz``, ``/livez``, ``/readyz`` (ready once the production models
+are loaded) and ``/metrics``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Annotated
 
 import bentoml
@@ -19,14 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from sitetune import __version__
+from sitetune.analysis.tasks import Task
 from sitetune.errors import NotFound
 from sitetune.service import routes_dicomweb, routes_jobs, routes_measure, routes_models
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
-from sitetune.service.metrics import observe_stages, start_state_gauges
-from sitetune.service.segment_result import store_segmentation
+from sitetune.service.metrics import start_state_gauges
 from sitetune.service.state import AppState
-from sitetune.service.uploads import load_upload
+from sitetune.service.uploads import analyse_upload
 from sitetune.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,34 +82,35 @@ def segment(
     series: Annotated[str | None, Form()] = None,
 ) -> dict:
     """Segment a NIfTI file or a zip of one DICOM series / one multi-phase study."""
-    app = state(request)
-    started = time.perf_counter()
-    volume = load_upload(file, app.settings, series=series)
-    load_ms = 1000 * (time.perf_counter() - started)
-    chosen = app.models.choose(volume, model, version)
-    segmentation, backend = app.models.segment(volume, chosen)
-    summary = store_segmentation(
-        app.results, volume, segmentation, chosen, backend, load_ms, started
+    return analyse_upload(
+        state(request), "segment", Task.SEGMENT, file, model=model, version=version, series=series
     )
-    observe_stages(chosen, backend, summary["timings_ms"])
-    return summary
 
 
 @api.get("/v1/results/{result_id}")
 def result(request: Request, result_id: str, _: Clinical) -> dict:
-    return state(request).results.summary(result_id)
+    return state(request).results.store.summary(result_id)
 
 
 @api.get("/v1/results/{result_id}/mask")
 def result_mask(request: Request, result_id: str, _: Clinical):
-    path = state(request).results.file(result_id, "mask.nii.gz", "mask")
+    path = state(request).results.store.file(result_id, "mask.nii.gz", "mask")
     return FileResponse(path, media_type="application/gzip", filename=f"{result_id}.nii.gz")
 
 
 @api.get("/v1/results/{result_id}/seg")
-def result_seg(request: Request, result_id: str, _: Clinical):
-    path = state(request).results.file(result_id, "seg.dcm", "DICOM SEG (the input was not DICOM)")
-    return FileResponse(path, media_type="application/dicom", filename=f"{result_id}-seg.dcm")
+def result_seg(request: Request, result_id: str, _: Clinical, phase: str | None = None):
+    """The DICOM SEG (``phase``: ``ed``, ``es`` or an index; default the first), built on
+    first request; 409 ``output_unavailable`` with the reason when none can exist."""
+    path = state(request).results.dicom_file(result_id, "seg", phase)
+    return FileResponse(path, media_type="application/dicom", filename=f"{result_id}-{path.name}")
+
+
+@api.get("/v1/results/{result_id}/sr")
+def result_sr(request: Request, result_id: str, _: Clinical):
+    """The TID 1500 measurement report (Comprehensive 3D SR), built on first request."""
+    path = state(request).results.dicom_file(result_id, "sr")
+    return FileResponse(path, media_type="application/dicom", filename=f"{result_id}-sr.dcm")
 
 
 api.include_router(routes_measure.router)

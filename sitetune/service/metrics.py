@@ -64,7 +64,7 @@ def start_state_gauges(pacs: PacsStore, jobs: JobStore) -> None:
 
 
 _PACS_STATES = {
-    "series": ("receiving", "received", "queued", "unrouted"),
+    "series": ("receiving", "received", "queued", "unrouted", "analysing", "analysed", "failed"),
     "analyses": ("queued", "running", "done", "failed"),
     "deliveries": ("pending", "delivered", "failed"),
 }

@@ -7,13 +7,14 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from sitetune.analysis.pipeline import Pipeline
+from sitetune.analysis.results import AnalysisResults, ResultStore
 from sitetune.db import make_engine
 from sitetune.models.builtin import register_builtins
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.routing import load_config
 from sitetune.pacs.store import PacsStore
-from sitetune.results import ResultStore
 from sitetune.service.auth import TokenStore
 from sitetune.settings import Settings
 from sitetune.training.jobs import JobStore
@@ -25,8 +26,9 @@ logger = logging.getLogger(__name__)
 class AppState:
     settings: Settings
     registry: Registry
-    results: ResultStore
+    results: AnalysisResults
     models: ModelServer
+    pipeline: Pipeline
     tokens: TokenStore
     jobs: JobStore
     pacs: PacsStore
@@ -36,13 +38,16 @@ class AppState:
         engine = make_engine(settings.resolved_database_url)
         artifacts = settings.resolved_artifact_dir
         registry = Registry(engine, artifacts)
+        store = ResultStore(
+            engine, artifacts, datetime.timedelta(hours=settings.results_retention_hours)
+        )
+        models = ModelServer.from_settings(registry, settings)
         return cls(
             settings=settings,
             registry=registry,
-            results=ResultStore(
-                engine, artifacts, datetime.timedelta(hours=settings.results_retention_hours)
-            ),
-            models=ModelServer.from_settings(registry, settings),
+            results=AnalysisResults(store, registry, settings.zip_limits),
+            models=models,
+            pipeline=Pipeline(models),
             tokens=load_tokens(settings),
             jobs=JobStore(engine, artifacts),
             pacs=PacsStore(engine, artifacts),
@@ -80,4 +85,4 @@ def bootstrap(settings: Settings) -> None:
     state = AppState.build(settings)
     for version in register_builtins(state.registry):
         print(f"sitetune: registered built-in model {version.ref} as production", file=sys.stderr)
-    state.results.purge_expired()
+    state.results.store.purge_expired()

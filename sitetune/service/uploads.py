@@ -1,19 +1,23 @@
-"""Uploads to disk, within the size limit, in a per-request temporary folder."""
+"""Uploads to disk, within the size limit, in a per-request temporary folder, and the
+hand-off of an uploaded image or mask to the analysis pipeline."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 
 from fastapi import UploadFile
 
+from sitetune.analysis.pipeline import LesionOptions, ThicknessOptions
+from sitetune.analysis.tasks import Task
 from sitetune.errors import InputError, PayloadTooLarge
 from sitetune.imaging.load import load_volume
-from sitetune.imaging.volume import Volume
-from sitetune.settings import Settings
+from sitetune.service.metrics import observe_stages
+from sitetune.service.state import AppState
 
 _CHUNK = 1 << 20
 
@@ -50,10 +54,40 @@ def saved_upload(
         yield target
 
 
-def load_upload(
-    upload: UploadFile | None, settings: Settings, *, series: str | None = None, field: str = "file"
-) -> Volume:
-    """Save ``upload`` within the size limit and load it as a `Volume` (NIfTI or DICOM)."""
-    tmp_root = settings.data_dir / "tmp"
-    with saved_upload(upload, tmp_root, settings.max_upload_bytes, field=field) as path:
-        return load_volume(path, series=series, limits=settings.zip_limits)
+def analyse_upload(
+    app: AppState,
+    kind: str,
+    task: Task,
+    file: UploadFile | None,
+    mask: UploadFile | None = None,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    series: str | None = None,
+    thickness: ThicknessOptions | None = None,
+    lesions: LesionOptions | None = None,
+) -> dict:
+    """Save the upload (``file`` an image, or ``mask`` a label map), run the pipeline,
+    store the result (keeping a DICOM upload for the SEG/SR built on request) and return
+    the response body."""
+    has_file, has_mask = bool(file and file.filename), bool(mask and mask.filename)
+    if task is not Task.SEGMENT and has_file == has_mask:
+        raise InputError(
+            "send exactly one of 'file' (an image to segment) or 'mask' (a label map)",
+            code="file_or_mask",
+        )
+    upload, field = (mask, "mask") if has_mask else (file, "file")
+    started = time.perf_counter()
+    settings = app.settings
+    with saved_upload(upload, settings.data_dir / "tmp", settings.max_upload_bytes, field) as path:
+        volume = load_volume(path, series=series, limits=settings.zip_limits)
+        timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
+        analysis = app.pipeline.run(
+            volume, task, model=model, version=version, mask=has_mask,
+            thickness=thickness or ThicknessOptions(), lesions=lesions or LesionOptions(),
+            timings_ms=timings,
+        )  # fmt: skip
+        body = app.results.save(analysis, kind, source=path, series=series, started=started)
+    if analysis.version is not None:
+        observe_stages(analysis.version, analysis.backend, analysis.timings_ms)
+    return body

@@ -8,7 +8,7 @@ import pytest
 
 from sitetune.db import make_engine
 from sitetune.errors import NotFound
-from sitetune.results import ResultStore
+from sitetune.analysis.results import ResultStore
 
 
 @pytest.fixture

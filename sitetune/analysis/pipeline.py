@@ -1,0 +1,192 @@
+"""The one analysis pipeline: Volume + task -> segmentation -> measurement -> outputs.
+
+The HTTP routes and the PACS worker call `Pipeline.run`; what they get back, an
+`Analysis`, holds the label map on the input grid, the measurement JSON, the NIfTI maps
+and the timings, and builds the DICOM outputs by the one policy of
+`sitetune.analysis.outputs`. Before any inference the model is checked against the task
+(coded labels) and the input against the card's limits (`admission`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sitetune.analysis.admission import check_input
+from sitetune.analysis.outputs import DicomOutputs, build_dicom_outputs
+from sitetune.analysis.tasks import MEASURED_LABELS, Task, check_task, to_measured_labels
+from sitetune.errors import InputError, InvalidInput
+from sitetune.imaging.volume import Volume
+from sitetune.measure.labels import as_label_map
+from sitetune.measure.lesions import DEFAULT_MIN_LESION_ML, check_lesion_options, lesion_statistics
+from sitetune.measure.thickness import Surfaces
+from sitetune.measure.ventricle import measure_ventricle
+from sitetune.models.registry import ModelVersion
+from sitetune.models.serving import ModelServer
+
+
+@dataclass(frozen=True)
+class ThicknessOptions:
+    ed: int | None = None  # phase indices overriding the automatic ED / ES choice
+    es: int | None = None
+    all_phases: bool = False  # thickness in every labelled phase, not only ED and ES
+    surfaces: Surfaces = Surfaces.FITTED
+
+
+@dataclass(frozen=True)
+class LesionOptions:
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML
+    connectivity: int = 26
+
+    def checked(self) -> LesionOptions:
+        connectivity, min_ml = check_lesion_options(self.connectivity, self.min_lesion_ml)
+        return LesionOptions(min_ml, connectivity)
+
+
+@dataclass
+class Analysis:
+    """What one run produced. ``labels`` hold the card's label values (the measured
+    values for an uploaded mask); ``maps`` are arrays on the input grid by file name."""
+
+    volume: Volume
+    labels: np.ndarray
+    task: Task
+    version: ModelVersion | None
+    backend: str | None
+    measurement: dict
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def model_summary(self) -> dict:
+        """Which model and backend produced the result (None for a mask upload)."""
+        if self.version is None:
+            return {"model": None, "backend": None}
+        version = self.version
+        return {
+            "model": {"name": version.name, "version": str(version.version)},
+            "backend": self.backend,
+        }
+
+    def input_summary(self) -> dict:
+        """The grid and where it came from."""
+        volume = self.volume
+        return {
+            "shape": list(volume.array.shape),
+            "spacing_mm": [round(s, 6) for s in volume.spacing],
+            "phases": volume.n_phases,
+            "modality": volume.modality,
+            "format": "dicom" if volume.dicom is not None else "nifti",
+        }
+
+    def dicom_outputs(self) -> DicomOutputs:
+        """SEG(s) and SR by the outputs policy (DICOM input segmented by a model)."""
+        if self.version is None:
+            reason = "the input was a label map, not an image segmented by a model"
+            return DicomOutputs(unavailable={"seg": reason, "sr": reason})
+        return build_dicom_outputs(
+            self.volume, self.labels, self.version, self.task, self.measurement
+        )
+
+
+def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> dict:
+    """Per label name: volume in mL (first phase), and per phase for 4D input."""
+    voxel_ml = volume.voxel_volume_ml
+    frames = [labels] if labels.ndim == 3 else [labels[..., t] for t in range(labels.shape[3])]
+    out = {}
+    for value, name in version.card.label_names.items():
+        per_phase = [float(np.count_nonzero(frame == value)) * voxel_ml for frame in frames]
+        entry = {"volume_ml": round(per_phase[0], 3)}
+        if volume.n_phases > 1:
+            entry["volume_ml_per_phase"] = [round(v, 3) for v in per_phase]
+        out[name] = entry
+    return out
+
+
+class Pipeline:
+    """Segment and measure volumes with the models a `ModelServer` serves."""
+
+    def __init__(self, models: ModelServer) -> None:
+        self.models = models
+
+    def choose(
+        self, volume: Volume, task: Task, model: str | None, version: str | None
+    ) -> ModelVersion:
+        """The model version for ``volume`` and ``task``, after the cheap checks: the
+        model's coded labels serve the task, the input is within the card's limits."""
+        chosen = self.models.choose(volume, model, version)
+        check_task(chosen.card, task, chosen.ref)
+        check_input(volume, chosen.card, chosen.ref)
+        return chosen
+
+    def run(
+        self,
+        volume: Volume,
+        task: Task | str,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        mask: bool = False,
+        thickness: ThicknessOptions = ThicknessOptions(),
+        lesions: LesionOptions = LesionOptions(),
+        timings_ms: dict[str, float] | None = None,
+    ) -> Analysis:
+        """Analyse ``volume``: segment it with ``model`` (or the modality's default) at
+        ``version`` (default: the ``production`` alias), then measure per ``task``.
+
+        ``mask=True``: ``volume`` is already a label map (the measurement's values).
+        ``timings_ms`` (e.g. the load time) is extended with every stage.
+        """
+        task = Task(task)
+        timings = dict(timings_ms or {})
+        lesions = lesions.checked()
+        if task is Task.LESION_VOLUME and volume.n_phases > 1:
+            what = "mask" if mask else "image"
+            raise InvalidInput(
+                f"lesion volume needs a 3D {what}; got {volume.n_phases} phases (4D)",
+                code="not_3d",
+            )
+        if mask:
+            if task is Task.SEGMENT:
+                raise InputError("a mask cannot be segmented; send an image", code="file_or_mask")
+            labels = as_label_map(volume.array, MEASURED_LABELS[task])
+            chosen, backend, measured = None, None, labels
+        else:
+            chosen = self.choose(volume, task, model, version)
+            segmentation, backend = self.models.segment(volume, chosen)
+            timings.update(segmentation.timings_ms)
+            labels = segmentation.labels
+            measured = (
+                labels if task is Task.SEGMENT else to_measured_labels(labels, chosen.card, task)
+            )
+        started = time.perf_counter()
+        measurement, maps = self._measure(
+            task, volume, labels, measured, chosen, thickness, lesions
+        )
+        timings["measure"] = round(1000 * (time.perf_counter() - started), 1)
+        return Analysis(volume, labels, task, chosen, backend, measurement, maps, timings)
+
+    @staticmethod
+    def _measure(task, volume, labels, measured, chosen, thickness, lesions):
+        if task is Task.WALL_THICKNESS:
+            report = measure_ventricle(
+                measured,
+                volume.affine,
+                volume.phases,
+                ed=thickness.ed,
+                es=thickness.es,
+                all_phases=thickness.all_phases,
+                surfaces=thickness.surfaces,
+            )
+            return report.to_json(), {"thickness.nii.gz": report.thickness_map}
+        if task is Task.LESION_VOLUME:
+            report = lesion_statistics(
+                measured == 1,
+                volume.native_affine,
+                connectivity=lesions.connectivity,
+                min_lesion_ml=lesions.min_lesion_ml,
+            )
+            measurement = report.to_json() | {"centroid_frame": volume.native_frame.value}
+            return measurement, {"lesions.nii.gz": report.instances}
+        return {"labels": label_volumes(labels, volume, chosen)}, {}

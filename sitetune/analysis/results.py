@@ -1,0 +1,333 @@
+"""Stored results: a JSON summary and files (mask, maps, SEG, SR) per result id.
+
+Rows in the database, files under ``<artifact_dir>/results/<id>/``. A result is written
+to a staging folder and renamed into place before its row commits, so a reader never
+sees half a result. Results older than the retention period are purged.
+
+DICOM outputs cost more than the request that asks for a mask (a SEG per measured
+phase, an SR), so they are built on first request: the DICOM upload is kept in the
+result folder (``input/``, moved there, not copied), with the analysis record
+(``analysis.json``: task, series, model, measurement); `AnalysisResults.dicom_file`
+re-reads its headers, builds every DICOM output once under a file lock (so the SR and
+the SEGs it references agree, whichever worker asked first) and keeps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sqlalchemy import DateTime, String, Text, delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from sitetune.analysis.outputs import build_dicom_outputs, seg_phases
+from sitetune.analysis.pipeline import Analysis
+from sitetune.analysis.tasks import Task
+from sitetune.db import Base, utcnow
+from sitetune.errors import Conflict, NotFound, SitetuneError
+from sitetune.imaging.archive import ZipLimits
+from sitetune.imaging.load import load_volume
+from sitetune.imaging.nifti import load_nifti, save_nifti
+from sitetune.imaging.seg import seg_unavailable_reason
+from sitetune.models.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+DICOM_FOLDER = "dicom"
+RECORD = "analysis.json"
+MAP_ROUTES = {"thickness.nii.gz": "thickness", "lesions.nii.gz": "lesions"}
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+
+
+class ResultStore:
+    """Create, read and purge results."""
+
+    def __init__(self, engine: Engine, artifact_dir: Path, retention: datetime.timedelta) -> None:
+        self.engine = engine
+        self.root = Path(artifact_dir) / "results"
+        self.retention = retention
+        Base.metadata.create_all(engine, tables=[ResultRow.__table__])
+
+    def create(
+        self,
+        kind: str,
+        summary: dict,
+        writers: dict[str, Callable[[Path], object]],
+        *,
+        result_id: str | None = None,
+        keep: dict[str, Path] | None = None,
+    ) -> str:
+        """Store a result: ``writers`` map a file name to a function writing that path;
+        ``keep`` maps a file name to an existing file moved into the result.
+
+        ``summary`` gets ``result_id`` added and is returned by `summary`.
+        """
+        result_id = result_id or new_result_id()
+        staging = self.root / ".staging" / result_id
+        staging.mkdir(parents=True)
+        folder = self.root / result_id
+        try:
+            for filename, write in writers.items():
+                write(staging / filename)
+            for filename, existing in (keep or {}).items():
+                (staging / filename).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(existing, staging / filename)
+            summary = {"result_id": result_id, **summary}
+            staging.rename(folder)
+            with Session(self.engine) as s, s.begin():
+                s.add(
+                    ResultRow(
+                        id=result_id, kind=kind, created_at=utcnow(), summary=json.dumps(summary)
+                    )
+                )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return result_id
+
+    def summary(self, result_id: str) -> dict:
+        with Session(self.engine) as s:
+            row = s.get(ResultRow, result_id)
+            if row is None or self._expired(row.created_at):
+                raise NotFound(
+                    f"no result {result_id!r} (unknown, or older than the "
+                    f"{self.retention} retention)",
+                    code="result_not_found",
+                )
+            return json.loads(row.summary)
+
+    def replace_summary(self, result_id: str, summary: dict) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = update(ResultRow).where(ResultRow.id == result_id)
+            s.execute(row.values(summary=json.dumps(summary)))
+
+    def folder(self, result_id: str) -> Path:
+        """The folder of a live result (`NotFound` when unknown or expired)."""
+        self.summary(result_id)
+        return self.root / result_id
+
+    def file(self, result_id: str, filename: str, what: str) -> Path:
+        """The path of one file of a result, or `NotFound` saying which is missing."""
+        path = self.folder(result_id) / filename
+        if not path.is_file():
+            raise NotFound(f"result {result_id} has no {what}", code="result_file_not_found")
+        return path
+
+    @contextlib.contextmanager
+    def locked(self, result_id: str) -> Iterator[Path]:
+        """The result's folder, held under an exclusive lock (across processes)."""
+        folder = self.folder(result_id)
+        with (folder / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield folder
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _expired(self, created_at: datetime.datetime) -> bool:
+        return created_at.replace(tzinfo=datetime.UTC) < utcnow() - self.retention
+
+    def purge_expired(self) -> int:
+        """Delete results older than the retention period; returns how many."""
+        cutoff = utcnow() - self.retention
+        with Session(self.engine) as s, s.begin():
+            ids = list(s.scalars(select(ResultRow.id).where(ResultRow.created_at < cutoff)))
+            s.execute(delete(ResultRow).where(ResultRow.id.in_(ids)))
+        for result_id in ids:
+            shutil.rmtree(self.root / result_id, ignore_errors=True)
+        return len(ids)
+
+
+def new_result_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _available(url: str, media_type: str, **extra) -> dict:
+    return {"available": True, "url": url, "media_type": media_type, **extra}
+
+
+def _unavailable(reason: str) -> dict:
+    return {"available": False, "reason": reason}
+
+
+def predicted_outputs(result_id: str, analysis: Analysis) -> dict:
+    """The response's ``outputs``: each output available (with its URL) or not, and why.
+    SEG and SR are built on first request; their availability is known before."""
+    base = f"/v1/results/{result_id}"
+    out = {
+        "summary": _available(base, "application/json"),
+        "mask": _available(f"{base}/mask", "application/gzip"),
+    }
+    for filename, route in MAP_ROUTES.items():
+        if filename in analysis.maps:
+            out[route] = _available(f"{base}/{route}", "application/gzip")
+    volume = analysis.volume
+    if analysis.version is None:
+        reason = "the input was a label map, not an image segmented by a model"
+        return out | {"seg": _unavailable(reason), "sr": _unavailable(reason)}
+    if volume.dicom is None:
+        reason = "the input was NIfTI; SEG and SR reference DICOM source images"
+        return out | {"seg": _unavailable(reason), "sr": _unavailable(reason)}
+    seg_reason = seg_unavailable_reason(volume.phase(0))
+    phases = [
+        (p.role or str(p.phase)).lower()
+        for p in seg_phases(analysis.task, volume.n_phases, analysis.measurement)
+    ]
+    out["seg"] = (
+        _unavailable(seg_reason)
+        if seg_reason
+        else _available(f"{base}/seg", "application/dicom", phases=phases)
+    )
+    out["sr"] = _available(f"{base}/sr", "application/dicom")
+    return out
+
+
+class AnalysisResults:
+    """Analyses stored as results, and their DICOM outputs built on first request."""
+
+    def __init__(self, store: ResultStore, registry: Registry, limits: ZipLimits | None) -> None:
+        self.store, self.registry, self.limits = store, registry, limits
+
+    def save(
+        self,
+        analysis: Analysis,
+        kind: str,
+        *,
+        source: Path | None = None,
+        series: str | None = None,
+        started: float | None = None,
+    ) -> dict:
+        """Store ``analysis`` (the label map, its maps, the record; the DICOM ``source``
+        upload moved in when SEG/SR may be asked for) and return the response body."""
+        save_started = time.perf_counter()
+        result_id = new_result_id()
+        volume = analysis.volume
+        writers = {"mask.nii.gz": lambda path: save_nifti(volume.with_array(analysis.labels), path)}
+        for filename, array in analysis.maps.items():
+            writers[filename] = lambda path, array=array: save_nifti(volume.with_array(array), path)
+        keep = {}
+        if source is not None and volume.dicom is not None and analysis.version is not None:
+            keep[f"input/{Path(source).name}"] = Path(source)
+            record = {
+                "task": analysis.task.value,
+                "series": series,
+                "input": f"input/{Path(source).name}",
+                "model": {"name": analysis.version.name, "version": analysis.version.version},
+                "measurement": analysis.measurement,
+            }
+            writers[RECORD] = lambda path: path.write_text(json.dumps(record))
+        timings = analysis.timings_ms
+        summary = {
+            **analysis.model_summary(),
+            **analysis.measurement,
+            "input": analysis.input_summary(),
+            "outputs": predicted_outputs(result_id, analysis),
+            "timings_ms": timings,
+        }
+        self.store.create(kind, summary, writers, result_id=result_id, keep=keep)
+        timings["save"] = round(1000 * (time.perf_counter() - save_started), 1)
+        if started is not None:
+            timings["total"] = round(1000 * (time.perf_counter() - started), 1)
+        return {"result_id": result_id, **summary}
+
+    def dicom_file(self, result_id: str, kind: str, phase: str | None = None) -> Path:
+        """The SEG (of ``phase``: ``ed``, ``es`` or an index; default the first) or the SR
+        of a result, built on first request.
+
+        Raises:
+            NotFound: unknown result, or no SEG of that phase.
+            Conflict: the output cannot exist for this result (``output_unavailable``,
+                with the reason).
+        """
+        summary = self.store.summary(result_id)
+        predicted = summary.get("outputs", {}).get(kind)
+        if predicted is not None and not predicted["available"]:
+            raise Conflict(
+                f"result {result_id} has no {kind.upper()}: {predicted['reason']}",
+                code="output_unavailable",
+            )
+        manifest = self._manifest(result_id, summary)
+        if kind in manifest["unavailable"]:
+            raise Conflict(
+                f"result {result_id} has no {kind.upper()}: {manifest['unavailable'][kind]}",
+                code="output_unavailable",
+            )
+        files = [(n, f) for n, f in manifest["files"].items() if f["kind"] == kind]
+        if not files:
+            raise Conflict(f"result {result_id} has no {kind.upper()}", code="output_unavailable")
+        if phase is not None:
+            chosen = [(n, f) for n, f in files if f.get("phase") == phase.lower()]
+            if not chosen:
+                raise NotFound(
+                    f"result {result_id} has no SEG of phase {phase!r}; phases: "
+                    f"{[f.get('phase') for _, f in files]}",
+                    code="result_file_not_found",
+                )
+            files = chosen
+        return self.store.root / result_id / DICOM_FOLDER / files[0][0]
+
+    def _manifest(self, result_id: str, summary: dict) -> dict:
+        with self.store.locked(result_id) as folder:
+            path = folder / DICOM_FOLDER / "manifest.json"
+            if path.is_file():
+                return json.loads(path.read_text())
+            manifest = self._build(folder)
+            staging = folder / f".{DICOM_FOLDER}-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                for name, dataset in manifest.pop("datasets").items():
+                    dataset.save_as(staging / name)
+                (staging / "manifest.json").write_text(json.dumps(manifest))
+                staging.rename(folder / DICOM_FOLDER)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        if manifest["unavailable"]:  # what the build found out, for GET /v1/results/{id}
+            outputs = summary.get("outputs", {})
+            for kind, reason in manifest["unavailable"].items():
+                outputs[kind] = _unavailable(reason)
+            self.store.replace_summary(result_id, summary)
+        return manifest
+
+    def _build(self, folder: Path) -> dict:
+        """Every DICOM output of the stored analysis in ``folder``."""
+        record_path = folder / RECORD
+        if not record_path.is_file():
+            reason = "the result has no DICOM source stored"
+            return {"datasets": {}, "files": {}, "unavailable": {"seg": reason, "sr": reason}}
+        record = json.loads(record_path.read_text())
+        try:
+            source = load_volume(
+                folder / record["input"], series=record["series"], limits=self.limits, decode=False
+            )
+            labels = load_nifti(folder / "mask.nii.gz").array
+            version = self.registry.get(record["model"]["name"], int(record["model"]["version"]))
+        except SitetuneError as error:
+            reason = f"the stored input cannot be read again ({error.message})"
+            return {"datasets": {}, "files": {}, "unavailable": {"seg": reason, "sr": reason}}
+        outputs = build_dicom_outputs(
+            source, labels, version, Task(record["task"]), record["measurement"]
+        )
+        files = {
+            name: {"kind": outputs.kinds[name], "phase": outputs.phases.get(name)}
+            for name in outputs.files
+        }
+        return {"datasets": outputs.files, "files": files, "unavailable": outputs.unavailable}
