@@ -26,6 +26,13 @@ from sitetune.measure.ventricle import measure_ventricle
 from sitetune.models.registry import ModelVersion
 from sitetune.models.serving import ModelServer
 
+# the timing key of the measurement stage, per task (as the responses have always named it)
+MEASURE_STAGE = {
+    Task.WALL_THICKNESS: "thickness",
+    Task.LESION_VOLUME: "lesions",
+    Task.SEGMENT: "measure",
+}
+
 
 @dataclass(frozen=True)
 class ThicknessOptions:
@@ -164,7 +171,7 @@ class Pipeline:
         measurement, maps = self._measure(
             task, volume, labels, measured, chosen, thickness, lesions
         )
-        timings["measure"] = round(1000 * (time.perf_counter() - started), 1)
+        timings[MEASURE_STAGE[task]] = round(1000 * (time.perf_counter() - started), 1)
         return Analysis(volume, labels, task, chosen, backend, measurement, maps, timings)
 
     @staticmethod
