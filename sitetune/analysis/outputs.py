@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from sitetune.analysis.tasks import Task, measured_task
+from sitetune.analysis.tasks import Task
 from sitetune.imaging.codes import LESION, LV_BLOOD_POOL, LV_MYOCARDIUM
 from sitetune.imaging.seg import seg_unavailable_reason, segment_numbers, segmentation_from_labels
 from sitetune.imaging.sr import MeasurementGroup, measurement_report
@@ -32,8 +32,13 @@ from sitetune.models.registry import ModelVersion
 
 logger = logging.getLogger(__name__)
 
-CT_OF_HEART = Code("241547009", "SCT", "CT of heart")
-MR_OF_BRAIN = Code("816077007", "SCT", "MRI of brain")
+# Procedure reported: codes of CID 100 "Quantitative Diagnostic Imaging Procedures", which
+# the SR validators check the row against (SNOMED's "CT of heart" is not in it); the
+# anatomy is in each measurement group's finding site.
+PROCEDURES = {
+    "CT": Code("25045-6", "LN", "CT unspecified body region"),
+    "MR": Code("25056-3", "LN", "MRI unspecified body region"),
+}
 IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 SR_NAME = "report-sr.dcm"
 
@@ -75,13 +80,8 @@ def seg_phases(task: Task, n_phases: int, measurement: dict) -> list[SegPhase]:
 
 
 def procedure_of(version: ModelVersion) -> Code:
-    """The procedure an SR reports, from the model's structures."""
-    task = measured_task(version.card)
-    if task is Task.WALL_THICKNESS:
-        return CT_OF_HEART
-    if task is Task.LESION_VOLUME:
-        return MR_OF_BRAIN
-    return IMAGING_PROCEDURE
+    """The procedure an SR reports, from the modality the model reads."""
+    return PROCEDURES.get(version.card.modality, IMAGING_PROCEDURE)
 
 
 def _frame(labels: np.ndarray, t: int) -> np.ndarray:

@@ -19,6 +19,7 @@ class StructureCode:
     category: Code
     type: Code
     anatomic_region: Code | None = None
+    display_rgb: tuple[int, int, int] | None = None  # the SEG's recommended display colour
 
 
 LV_BLOOD_POOL = StructureCode(
@@ -26,18 +27,21 @@ LV_BLOOD_POOL = StructureCode(
     codes.SCT.AnatomicalStructure,
     Code("87878005", "SCT", "Left ventricle"),
     codes.SCT.Heart,
+    (206, 110, 84),  # 3D Slicer's colour for the left ventricle
 )
 LV_MYOCARDIUM = StructureCode(
     "LV myocardium",
     codes.SCT.AnatomicalStructure,
     codes.SCT.LeftVentricleMyocardium,
     codes.SCT.Heart,
+    (177, 122, 101),  # heart muscle
 )
 LESION = StructureCode(
     "lesion",
     codes.SCT.MorphologicallyAbnormalStructure,
     codes.SCT.Lesion,
     codes.SCT.Brain,
+    (255, 220, 0),
 )
 
 STRUCTURES: dict[str, StructureCode] = {s.label: s for s in (LV_BLOOD_POOL, LV_MYOCARDIUM, LESION)}

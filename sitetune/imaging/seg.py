@@ -102,6 +102,9 @@ def segmentation_from_labels(
             anatomic_regions=[structures[value].anatomic_region]
             if structures[value].anatomic_region
             else None,
+            display_color=hd.color.CIELabColor.from_rgb(*structures[value].display_rgb)
+            if structures[value].display_rgb
+            else None,
         )
         for value, number in numbers.items()
     ]
@@ -122,6 +125,11 @@ def segmentation_from_labels(
         omit_empty_frames=False,
     )
     seg.SeriesDescription = series_description or f"{algorithm_name} {algorithm_version}"
+    # Validators that cannot judge "paired structure" (pixelmed) want General Series
+    # Laterality unless Image Laterality is sent, and dciodvfy refuses Laterality for an
+    # unpaired one: send Image Laterality, the source's, else U (unpaired: every structure
+    # in `sitetune.imaging.codes` lies in the heart or the brain).
+    seg.ImageLaterality = datasets[0].get("ImageLaterality") or "U"
     return seg
 
 
