@@ -28,7 +28,9 @@ HERE = Path(__file__).parent
 JS = HERE / "js"
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
 # pixelmed's XSLT exceeds the JDK's default XPath operator limits (JAXP0801003)
-JAVA_XPATH = [f"-Djdk.xml.{k}=0" for k in ("xpathExprOpLimit", "xpathExprGrpLimit", "xpathTotalOpLimit")]
+JAVA_XPATH = [
+    f"-Djdk.xml.{k}=0" for k in ("xpathExprOpLimit", "xpathExprGrpLimit", "xpathTotalOpLimit")
+]
 INSTALL = {
     "dcm2niix": "Debian package dcm2niix",
     "segimage2itkimage": "PyPI dcmqi (the dev extra)",
@@ -66,7 +68,9 @@ def dcm2niix(folder: Path, out: Path) -> list[Path]:
     """Convert a DICOM folder as dcm2niix does by default (no tilt correction, no crop);
     returns the NIfTI files written."""
     out.mkdir(parents=True, exist_ok=True)
-    result = run([tool("dcm2niix"), "-z", "y", "-b", "n", "-f", "%s_%j", "-o", str(out), str(folder)])
+    result = run(
+        [tool("dcm2niix"), "-z", "y", "-b", "n", "-f", "%s_%j", "-o", str(out), str(folder)]
+    )
     if result.returncode not in (0, 8):  # 8: some files were not DICOM images
         raise AssertionError(f"dcm2niix failed ({result.returncode}):\n{result.stdout[-2000:]}")
     return sorted(out.glob("*.nii.gz"))
@@ -77,7 +81,12 @@ def voxel_lattice(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
     and the three step vectors up to sign (sorted), world mm."""
     shape = list(shape)[:3]
     corners = np.array(
-        [[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)],
+        [
+            [i, j, k, 1]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ],
         dtype=float,
     )
     world = (affine @ corners.T).T[:, :3]
@@ -95,13 +104,17 @@ def voxel_lattice(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
 def dcmqi_segments(seg: Path, out: Path) -> dict[int, nib.Nifti1Image]:
     """segimage2itkimage's reading of a SEG: segment number -> its NIfTI image (world space)."""
     out.mkdir(parents=True, exist_ok=True)
-    result = run([tool("segimage2itkimage"), "--inputDICOM", str(seg), "--outputDirectory", str(out),
-                  "--outputType", "nifti"])  # fmt: skip
+    args = ["--inputDICOM", str(seg), "--outputDirectory", str(out), "--outputType", "nifti"]
+    result = run([tool("segimage2itkimage"), *args])
     if result.returncode != 0:
-        raise AssertionError(f"segimage2itkimage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise AssertionError(
+            f"segimage2itkimage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     meta = json.loads((out / "meta.json").read_text())
     images = {}
-    for group, path in zip(meta["segmentAttributes"], sorted(out.glob("*.nii.gz"), key=_number), strict=True):
+    for group, path in zip(
+        meta["segmentAttributes"], sorted(out.glob("*.nii.gz"), key=_number), strict=True
+    ):
         for attributes in group:
             images[int(attributes["labelID"])] = nib.load(path)
     return images
@@ -146,7 +159,9 @@ def tid1500_values(sr: Path, out: Path) -> list[dict]:
     its measurements as ``{quantity code meaning, derivation meaning or None: value}``."""
     result = run([tool("tid1500reader"), "--inputDICOM", str(sr), "--outputMetadata", str(out)])
     if result.returncode != 0:
-        raise AssertionError(f"tid1500reader failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise AssertionError(
+            f"tid1500reader failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     groups = []
     for group in json.loads(out.read_text())["Measurements"]:
         values = {}
@@ -161,14 +176,17 @@ def tid1500_values(sr: Path, out: Path) -> list[dict]:
 # -- validators ----------------------------------------------------------------------------
 def dciodvfy_errors(path: Path) -> list[str]:
     result = run([tool("dciodvfy"), "-new", str(path)], timeout=120)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+    return [
+        line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")
+    ]
 
 
 def pixelmed_errors(paths: list[Path]) -> dict[str, list[str]]:
     """pixelmed's IOD validator (and its SR validator for SR objects) over every file in
     one JVM (each validator compiles its rules once, ~10 s): file -> its Error lines."""
-    result = run(["java", *JAVA_XPATH, "-cp", str(PIXELMED_JAR), str(HERE / "PixelmedValidate.java"),
-                  *map(str, paths)], timeout=900)  # fmt: skip
+    program = str(HERE / "PixelmedValidate.java")
+    java = ["java", *JAVA_XPATH, "-cp", str(PIXELMED_JAR), program]
+    result = run([*java, *map(str, paths)], timeout=900)
     if result.returncode != 0:
         raise AssertionError(f"pixelmed validation failed to run:\n{result.stderr[-3000:]}")
     errors: dict[str, list[str]] = {}

@@ -6,9 +6,9 @@ import datetime
 
 import pytest
 
+from sitetune.analysis.results import ResultStore
 from sitetune.db import make_engine
 from sitetune.errors import NotFound
-from sitetune.analysis.results import ResultStore
 
 
 @pytest.fixture
