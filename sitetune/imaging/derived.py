@@ -59,10 +59,23 @@ def _valid(keyword: str, value) -> bool:
     return limit is None or len(text) <= limit
 
 
-def conformed(datasets: Sequence[Dataset]) -> list[Dataset]:
+def _positive(value) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def conformed(
+    datasets: Sequence[Dataset], slice_thickness_mm: float | None = None
+) -> list[Dataset]:
     """Copies of ``datasets`` (headers; pixel data left out) that highdicom can derive from.
 
     Every Type 2 patient/study attribute is present: copied when valid, empty otherwise.
+    A missing, empty or non-positive Slice Thickness (Type 2 in the Image Plane module,
+    read by highdicom for the SEG's pixel measures) becomes ``slice_thickness_mm`` (the
+    slice step the loader measured); Spacing Between Slices is left out, so highdicom
+    derives it from the positions (sources carry negative or stale values).
     A missing Study or Series Instance UID is generated from the instances' own UIDs, so
     every call on the same sources (the SEG's, then the SR's) agrees; a derived object
     then starts a new study in the receiving PACS.
@@ -83,6 +96,10 @@ def conformed(datasets: Sequence[Dataset]) -> list[Dataset]:
             value = header.get(keyword)
             if value is None or not _valid(keyword, value):
                 setattr(header, keyword, "")
+        if slice_thickness_mm is not None and not _positive(header.get("SliceThickness")):
+            header.SliceThickness = f"{slice_thickness_mm:.6g}"
+        if "SpacingBetweenSlices" in header:
+            del header.SpacingBetweenSlices
         if not header.get("StudyInstanceUID"):
             header.StudyInstanceUID = study_uid
         if not header.get("SeriesInstanceUID"):

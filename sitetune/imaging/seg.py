@@ -110,7 +110,7 @@ def segmentation_from_labels(
     ]
     datasets, frames = _frames_for_source(segment_map, source)
     seg = hd.seg.Segmentation(
-        source_images=conformed(datasets),
+        source_images=conformed(datasets, slice_thickness_mm=source.spacing[2]),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

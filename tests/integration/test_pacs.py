@@ -27,8 +27,8 @@ from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.imaging.phantoms.brain import brain_phantom
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from tests.conftest import dciodvfy_errors
-from tests.integration.conftest import ORTHANC_PORTS, TOKENS
 from tests.integration.orthanc import Orthanc, free_port
+from tests.server import ORTHANC_PORTS, TOKENS
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"

@@ -16,7 +16,7 @@ from sitetune.imaging.phantoms.acquisition import random_rotation
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from sitetune.measure.metrics import dice
 from tests.conftest import dciodvfy_errors
-from tests.integration.conftest import MAX_UPLOAD_BYTES
+from tests.server import MAX_UPLOAD_BYTES
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""Start the real service (`sitetune-serve` -> `bentoml serve`) once per session."""
+"""Start the real service (`sitetune-serve` -> `bentoml serve`) once per session, and a
+real Orthanc that knows it as a DICOMweb peer. The fixtures are registered in
+``tests/conftest.py``, so the integration and conformance suites share one server."""
 
 from __future__ import annotations
 
