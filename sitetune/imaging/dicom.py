@@ -175,7 +175,8 @@ def _frames_of(ds: Dataset, index: int, name: str) -> list[Frame]:
             rescale = _group_value(ds, per_frame, "PixelValueTransformationSequence")
             if plane is None or orient is None or measures is None:
                 raise InvalidInput(
-                    f"{name}: frame {f} lacks plane position, orientation or pixel spacing"
+                    f"{name}: frame {f} lacks plane position, orientation or pixel spacing",
+                    code="no_geometry",
                 )
             frames.append(
                 _frame(
@@ -193,7 +194,12 @@ def _frames_of(ds: Dataset, index: int, name: str) -> list[Frame]:
         return frames
     for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if keyword not in ds:
-            raise InvalidInput(f"{name}: image has no {keyword}; cannot place it in space")
+            raise InvalidInput(
+                f"{name}: a {_sop_class_name(ds)} image without {keyword} cannot be placed in "
+                "space (secondary captures, radiographs and ultrasound are not volumes); send "
+                "a CT or MR series",
+                code="no_geometry",
+            )
     return [
         _frame(
             index,
