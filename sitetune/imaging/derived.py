@@ -17,10 +17,11 @@ place the mask nowhere).
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -89,23 +90,37 @@ def conformed(
     series_uid = series_uid or generate_uid(entropy_srcs=["series", *seeds])
     out = []
     for ds in datasets:
-        header = copy.copy(ds)  # shallow: the elements we replace are new objects
-        if "PixelData" in header:
-            del header.PixelData
+        header = _copy(ds)
+        header.pop("PixelData", None)
         for keyword in TYPE2_PATIENT_STUDY:
             value = header.get(keyword)
             if value is None or not _valid(keyword, value):
-                setattr(header, keyword, "")
+                _replace(header, keyword, "")
         if slice_thickness_mm is not None and not _positive(header.get("SliceThickness")):
-            header.SliceThickness = f"{slice_thickness_mm:.6g}"
-        if "SpacingBetweenSlices" in header:
-            del header.SpacingBetweenSlices
+            _replace(header, "SliceThickness", f"{slice_thickness_mm:.6g}")
+        header.pop("SpacingBetweenSlices", None)
         if not header.get("StudyInstanceUID"):
-            header.StudyInstanceUID = study_uid
+            _replace(header, "StudyInstanceUID", study_uid)
         if not header.get("SeriesInstanceUID"):
-            header.SeriesInstanceUID = series_uid
+            _replace(header, "SeriesInstanceUID", series_uid)
         out.append(header)
     return out
+
+
+def _copy(ds: Dataset) -> Dataset:
+    """A new dataset holding the same elements: replacing one in it (`_replace`) leaves
+    ``ds`` as it was, without deep-copying every header."""
+    header = Dataset()
+    for element in ds:
+        header[element.tag] = element
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    return header
+
+
+def _replace(header: Dataset, keyword: str, value) -> None:
+    tag = tag_for_keyword(keyword)
+    header[tag] = DataElement(tag, dictionary_VR(tag), value)
 
 
 def _multiframe_iod(ds: Dataset) -> bool:
