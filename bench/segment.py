@@ -18,7 +18,13 @@ Everything runs in this one invocation, side by side, on the built-in ``lv-ct`` 
    against sitetune's HTTP round trip (upload, segment, download the mask) on the same
    file; wall time and peak RSS of each.
 
+4. DICOM: the 192x192x160 phantom as a zipped DICOM series (160 CT instances);
+   ``POST /v1/segment`` median of ``--runs``, then, for one result, the first
+   ``GET /v1/results/{id}/seg`` (the SEG and SR are built then, not in the POST) and a
+   second one (cached), and ``GET .../sr``.
+
 The service overhead is end-to-end latency minus the model compute measured in 2.
+``--only dicom`` runs section 4 alone (``--out`` then gets only that row).
 """
 
 from __future__ import annotations
@@ -141,6 +147,51 @@ def segment_over_http(base: str, path: Path, download: bool = False) -> tuple[fl
     return time.perf_counter() - started, body
 
 
+def write_dicom_zip(shape, path: Path) -> None:
+    import zipfile
+
+    from sitetune.imaging.dicom_write import write_dicom_series
+    from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+
+    case = cardiac_phantom(77, "A", spacing=(1.0, 1.0, 1.0), fov_mm=tuple(float(n) for n in shape))
+    folder = path.parent / "dicom-series"
+    files = write_dicom_series(case.image, folder, series_description="heart")
+    with zipfile.ZipFile(path, "w") as z:
+        for f in files:
+            z.write(f, f.name)
+
+
+def dicom_row(base: str, path: Path, runs: int) -> dict:
+    """POST the DICOM zip ``runs`` times; then time the SEG (first: built; second: cached)
+    and the SR of the last result."""
+    import httpx
+
+    segment_over_http(base, path)  # warm-up
+    posts = [segment_over_http(base, path) for _ in range(runs)]
+    body = posts[-1][1]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    gets = {}
+    with httpx.Client(base_url=base, timeout=600, headers=headers) as client:
+        for name, route in (("seg_first", "seg"), ("seg_again", "seg"), ("sr", "sr")):
+            started = time.perf_counter()
+            response = client.get(f"/v1/results/{body['result_id']}/{route}")
+            gets[name] = {
+                "status": response.status_code,
+                "s": round(time.perf_counter() - started, 3),
+                "bytes": len(response.content),
+            }
+    stages = {
+        k: round(statistics.median(b["timings_ms"].get(k, 0.0) for _, b in posts), 1)
+        for k in posts[0][1]["timings_ms"]
+    }
+    return {
+        "instances": int(body["input"]["shape"][2]),
+        "http_post": median_p95([wall for wall, _ in posts]),
+        "server_stage_ms": stages,
+        "get": gets,
+    }
+
+
 def compute_alone(path: Path, runs: int) -> dict:
     """Model compute on the network grid: SWI + ORT vs SWI + torch eager."""
     from sitetune.imaging.load import load_volume
@@ -224,7 +275,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ccta-runs", type=int, default=3)
     parser.add_argument("--out", default="bench/results/segment.json")
+    parser.add_argument("--only", choices=["dicom"], help="run one section alone")
     args = parser.parse_args()
+    if args.only == "dicom":
+        return dicom_only(args)
     result: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -241,8 +295,13 @@ def main() -> None:
             write_phantom(shape, (1.0, 1.0, 1.0), inputs[name])
         ccta = tmp / "ccta.nii.gz"
         write_phantom(CCTA_SHAPE, CCTA_SPACING, ccta)
+        dicom_zip = tmp / "dicom" / "series.zip"
+        dicom_zip.parent.mkdir()
+        write_dicom_zip(SIZES["192x192x160"], dicom_zip)
         proc, base = start_server(tmp / "data")
         try:
+            result["dicom"] = dicom_row(base, dicom_zip, args.runs)
+            print(json.dumps({"dicom": result["dicom"]}), flush=True)
             for name, path in inputs.items():
                 segment_over_http(base, path)  # warm-up
                 with RssSampler(proc.pid) as rss:
@@ -297,6 +356,24 @@ def main() -> None:
         }
         print(json.dumps({"ccta": result["ccta"]}), flush=True)
     result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def dicom_only(args) -> None:
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dicom_zip = tmp / "dicom" / "series.zip"
+        dicom_zip.parent.mkdir()
+        write_dicom_zip(SIZES["192x192x160"], dicom_zip)
+        proc, base = start_server(tmp / "data")
+        try:
+            result["dicom"] = dicom_row(base, dicom_zip, args.runs)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    print(json.dumps(result, indent=2), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

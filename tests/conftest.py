@@ -51,3 +51,12 @@ def oblique_cardiac():
 def small_cardiac_3d():
     """A single-phase (ED) axial cardiac phantom at coarse anisotropic spacing."""
     return cardiac_phantom(3, "A", phases=1, spacing=SMALL_SPACING)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start the real server (integration, conformance) are ``slow``, so
+    ``-m "not slow"`` runs the unit tests alone."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "conformance" in parts:
+            item.add_marker(pytest.mark.slow)

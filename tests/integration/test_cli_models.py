@@ -6,8 +6,7 @@ import json
 import re
 
 from sitetune.clients.cli import main
-
-from .conftest import TOKENS
+from tests.server import TOKENS
 
 
 def sitetune(server, role: str, *argv: str) -> int:

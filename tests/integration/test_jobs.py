@@ -213,8 +213,7 @@ def test_jobs_need_the_ops_role(server, site_zip):
 
 def test_cli_submits_follows_and_summarises_a_job(server, site_zip, capsys):
     from sitetune.clients.cli import main
-
-    from .conftest import TOKENS
+    from tests.server import TOKENS
 
     common = ["--url", server.base_url, "--token", TOKENS["ops"]]
     code = main(
