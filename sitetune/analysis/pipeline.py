@@ -16,7 +16,13 @@ import numpy as np
 
 from sitetune.analysis.admission import check_input
 from sitetune.analysis.outputs import DicomOutputs, build_dicom_outputs
-from sitetune.analysis.tasks import MEASURED_LABELS, Task, check_task, to_measured_labels
+from sitetune.analysis.tasks import (
+    MEASURED_LABELS,
+    Task,
+    check_task,
+    measured_task,
+    to_measured_labels,
+)
 from sitetune.errors import InputError, InvalidInput
 from sitetune.imaging.volume import Volume
 from sitetune.measure.labels import as_label_map
@@ -122,7 +128,10 @@ class Pipeline:
     ) -> ModelVersion:
         """The model version for ``volume`` and ``task``, after the cheap checks: the
         model's coded labels serve the task, the input is within the card's limits."""
-        chosen = self.models.choose(volume, model, version)
+        return self._admitted(volume, task, self.models.choose(volume, model, version))
+
+    @staticmethod
+    def _admitted(volume: Volume, task: Task, chosen: ModelVersion) -> ModelVersion:
         check_task(chosen.card, task, chosen.ref)
         check_input(volume, chosen.card, chosen.ref)
         return chosen
@@ -130,7 +139,7 @@ class Pipeline:
     def run(
         self,
         volume: Volume,
-        task: Task | str,
+        task: Task | str | None,
         *,
         model: str | None = None,
         version: str | None = None,
@@ -140,14 +149,21 @@ class Pipeline:
         timings_ms: dict[str, float] | None = None,
     ) -> Analysis:
         """Analyse ``volume``: segment it with ``model`` (or the modality's default) at
-        ``version`` (default: the ``production`` alias), then measure per ``task``.
+        ``version`` (default: the ``production`` alias), then measure per ``task`` (None:
+        the measurement the model's coded labels support, as the PACS path asks).
 
         ``mask=True``: ``volume`` is already a label map (the measurement's values).
         ``timings_ms`` (e.g. the load time) is extended with every stage.
         """
-        task = Task(task)
         timings = dict(timings_ms or {})
         lesions = lesions.checked()
+        chosen = None
+        if task is None:
+            if mask:
+                raise ValueError("a mask needs its task named")
+            chosen = self.models.choose(volume, model, version)
+            task = measured_task(chosen.card)
+        task = Task(task)
         if task is Task.LESION_VOLUME and volume.n_phases > 1:
             what = "mask" if mask else "image"
             raise InvalidInput(
@@ -160,7 +176,11 @@ class Pipeline:
             labels = as_label_map(volume.array, MEASURED_LABELS[task])
             chosen, backend, measured = None, None, labels
         else:
-            chosen = self.choose(volume, task, model, version)
+            chosen = (
+                self._admitted(volume, task, chosen)
+                if chosen
+                else self.choose(volume, task, model, version)
+            )
             segmentation, backend = self.models.segment(volume, chosen)
             timings.update(segmentation.timings_ms)
             labels = segmentation.labels

@@ -258,6 +258,9 @@ class AnalysisResults:
                 with the reason).
         """
         summary = self.store.summary(result_id)
+        legacy = self.store.root / result_id / "seg.dcm"  # results stored before SEGs were lazy
+        if kind == "seg" and "outputs" not in summary and legacy.is_file():
+            return legacy
         predicted = summary.get("outputs", {}).get(kind)
         if predicted is not None and not predicted["available"]:
             raise Conflict(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitetune.analysis.pipeline import Pipeline
-from sitetune.analysis.tasks import Task, measured_task
+from sitetune.analysis.tasks import Task
 from sitetune.errors import InvalidInput
 from sitetune.imaging.dicom import read_datasets, volume_from_datasets
 
@@ -36,9 +36,8 @@ def analyse(files: list[Path], pipeline: Pipeline, model: str, folder: Path) -> 
     datasets, names = read_datasets((p.name, p.read_bytes()) for p in files)
     volume = volume_from_datasets(datasets, names)
     timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
-    version = pipeline.models.registry.resolve(model)
-    task = measured_task(version.card)
-    analysis = pipeline.run(volume, task, model=model, timings_ms=timings)
+    analysis = pipeline.run(volume, None, model=model, timings_ms=timings)
+    task = analysis.task
     built = time.perf_counter()
     outputs = analysis.dicom_outputs()
     if not outputs.files:

@@ -3,6 +3,7 @@ hand-off of an uploaded image or mask to the analysis pipeline."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -32,6 +33,13 @@ def temporary_folder(tmp_root: Path, prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def safe_name(filename: str) -> str:
+    """A client's file name reduced to a plain name inside our folder: the last path
+    part, characters outside ``[A-Za-z0-9._-]`` replaced, never ``.``/``..``/empty."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePath(filename.replace("\\", "/")).name)[-200:]
+    return name if name.strip(".") else "upload"
+
+
 @contextmanager
 def saved_upload(
     upload: UploadFile | None, tmp_root: Path, max_bytes: int, field: str = "file"
@@ -39,7 +47,7 @@ def saved_upload(
     """Copy ``upload`` into a fresh folder under ``tmp_root``; remove it afterwards."""
     if upload is None or not upload.filename:
         raise InputError(f"multipart field {field!r} with a file is required", code="missing_file")
-    name = PurePath(upload.filename).name or "upload"
+    name = safe_name(upload.filename)
     with temporary_folder(tmp_root, "upload-") as folder:
         target = folder / name
         size = 0

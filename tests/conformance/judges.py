@@ -77,27 +77,34 @@ def dcm2niix(folder: Path, out: Path) -> list[Path]:
 
 
 def voxel_lattice(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
-    """The grid independent of axis order and flips: the 8 corner voxel centres (sorted)
-    and the three step vectors up to sign (sorted), world mm."""
+    """The grid independent of axis order and flips: the corner voxel centres (sorted)
+    and the step vectors up to sign (sorted) of the axes longer than one voxel (a single
+    slice has no step across it), world mm."""
     shape = list(shape)[:3]
     corners = np.array(
-        [
-            [i, j, k, 1]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ],
+        [[i, j, k, 1] for i in {0, shape[0] - 1} for j in {0, shape[1] - 1}
+         for k in {0, shape[2] - 1}],
         dtype=float,
-    )
+    )  # fmt: skip
     world = (affine @ corners.T).T[:, :3]
     steps = []
     for axis in range(3):
+        if shape[axis] == 1:
+            continue
         v = affine[:3, axis].copy()
         if v[np.argmax(np.abs(v))] < 0:
             v = -v
         steps.append(v)
     order = np.lexsort(np.round(world, 3).T[::-1])
     return world[order], np.array(sorted(steps, key=lambda v: tuple(np.round(v, 3))))
+
+
+def same_lattice(ours: tuple[np.ndarray, np.ndarray], theirs: tuple[np.ndarray, np.ndarray]):
+    """The largest difference (mm) between two `voxel_lattice` results, or None when
+    they do not have the same number of corners and steps."""
+    if ours[0].shape != theirs[0].shape or ours[1].shape != theirs[1].shape:
+        return None
+    return float(max(np.abs(ours[0] - theirs[0]).max(), np.abs(ours[1] - theirs[1]).max()))
 
 
 # -- SEG: dcmqi and dcmjs ----------------------------------------------------------------
