@@ -107,6 +107,21 @@ def same_lattice(ours: tuple[np.ndarray, np.ndarray], theirs: tuple[np.ndarray, 
     return float(max(np.abs(ours[0] - theirs[0]).max(), np.abs(ours[1] - theirs[1]).max()))
 
 
+def itk_affine(folder: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The RAS affine and shape of a DICOM series as ITK (SimpleITK over GDCM) reads it:
+    a third opinion where dcm2niix and we disagree."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    image = reader.Execute()
+    direction = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ direction  # ITK's LPS -> RAS
+    affine[:3, 3] = np.diag([-1.0, -1.0, 1.0]) @ np.array(image.GetOrigin())
+    return affine, image.GetSize()
+
+
 # -- SEG: dcmqi and dcmjs ----------------------------------------------------------------
 def dcmqi_segments(seg: Path, out: Path) -> dict[int, nib.Nifti1Image]:
     """segimage2itkimage's reading of a SEG: segment number -> its NIfTI image (world space)."""

@@ -140,28 +140,73 @@ def test_a_second_reconstruction_is_listed_and_can_be_chosen(server, outcomes):
     assert response.json()["input"]["shape"] == outcomes[BASE.name].body["input"]["shape"]
 
 
-def test_type2_gaps_are_measured_by_thickness_and_lesion_volume_with_seg_and_sr(
-    server, base_series, tmp_path
-):
-    """The issue's report: these routes answered 500 for a series lacking Type 2 data."""
-    without = Variant("type2", VARIANTS[0].rewrite)
-    cardiac = without.write(base_series, tmp_path / "cardiac")
+@pytest.fixture(scope="module")
+def measured(server, tmp_path_factory) -> dict[str, Outcome]:
+    """The measurement routes on series lacking Type 2 attributes (the issue's report:
+    they answered 500): a 2-phase cardiac study by ``/v1/thickness`` (SEGs of ED and ES),
+    a FLAIR series by ``/v1/lesion-volume``."""
+    root = tmp_path_factory.mktemp("measured")
+    without = next(v for v in VARIANTS if v.name == "type2_missing")
+    cardiac = cardiac_phantom(4, "A", phases=2, spacing=(2.5, 2.5, 3.5))
     brain = brain_phantom(21, "A", n_lesions=8, spacing=(2.4, 2.4, 2.4))
-    flair = without.write(
-        write_dicom_series(brain.image, tmp_path / "flair0", series_description="flair"),
-        tmp_path / "flair",
-    )
+    inputs = {
+        "thickness_4d": ("/v1/thickness", cardiac.image, "heart"),
+        "lesion_volume": ("/v1/lesion-volume", brain.image, "flair"),
+    }
+    results = {}
     with server.client("clinical") as client:
-        for route, folder in (("/v1/thickness", cardiac), ("/v1/lesion-volume", flair)):
+        for name, (route, image, description) in inputs.items():
+            written = write_dicom_series(image, root / name / "w", series_description=description)
+            folder = without.write(written, root / name / "dicom")
             response = post(client, route, folder)
+            outcome = Outcome(without, folder, response.status_code, response.json())
             assert response.status_code == 200, response.text
-            rid = response.json()["result_id"]
-            for output in ("seg", "sr"):
-                got = client.get(f"/v1/results/{rid}/{output}")
-                assert got.status_code == 200, got.text
-                ds = pydicom.dcmread(io.BytesIO(got.content))
-                for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber"):
-                    assert keyword in ds and ds[keyword].value in ("", None), keyword
+            fetch_outputs(client, outcome, folder.parent)
+            results[name] = outcome
+    return results
+
+
+def test_type2_gaps_are_measured_by_thickness_and_lesion_volume_with_seg_and_sr(measured):
+    assert set(measured["thickness_4d"].segs) == {"ed", "es"}
+    assert set(measured["lesion_volume"].segs) == {"0"}
+    for outcome in measured.values():
+        for path in [*outcome.segs.values(), outcome.sr]:
+            ds = pydicom.dcmread(path)
+            for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber"):
+                assert keyword in ds and ds[keyword].value in ("", None), keyword
+
+
+def test_measured_sr_values_are_the_json_values_as_dcmqi_reads_them(measured, tmp_path):
+    judges.require("tid1500reader")
+    thickness = measured["thickness_4d"]
+    groups = {g["name"]: g["values"] for g in judges.tid1500_values(thickness.sr, tmp_path / "t")}
+    for role, phase_name in (("ed", "end-diastole"), ("es", "end-systole")):
+        entry = thickness.body[role]
+        read = groups[f"LV myocardium, {phase_name} (phase {entry['index']})"]
+        for key, meaning in (("median", "Median"), ("p95", "95th percentile"), ("max", "Maximum")):
+            assert read[("Wall Thickness", meaning)] == pytest.approx(entry["thickness_mm"][key])
+        assert read[("Volume", None)] == pytest.approx(entry["volumes_ml"]["myocardium"])
+    lesions = measured["lesion_volume"]
+    (group,) = judges.tid1500_values(lesions.sr, tmp_path / "l")
+    assert group["values"][("Volume", None)] == pytest.approx(lesions.body["total_ml"], abs=1e-4)
+    assert group["values"][("Number of lesions", None)] == lesions.body["count"]
+
+
+def test_measured_segs_land_on_the_mask_for_dcmqi_and_dcmjs(measured, tmp_path):
+    judges.require("segimage2itkimage", "node")
+    for name, outcome in measured.items():
+        labels = np.asarray(outcome.mask.dataobj)
+        phases = {"ed": outcome.body.get("ed"), "es": outcome.body.get("es")}
+        for phase, seg in outcome.segs.items():
+            t = phases[phase]["index"] if phases.get(phase) else int(phase)
+            frame = labels if labels.ndim == 3 else labels[..., t]
+            for number, image in judges.dcmqi_segments(seg, tmp_path / name / phase).items():
+                agreement = judges.world_agreement(
+                    frame == number, outcome.mask.affine, np.asarray(image.dataobj) > 0,
+                    image.affine,
+                )  # fmt: skip
+                assert agreement >= 0.999, (name, phase, number, agreement)
+            _check_dcmjs(outcome, seg, frame, t)
 
 
 # -- geometry judged by dcm2niix -----------------------------------------------------------
@@ -190,16 +235,16 @@ def _outputs(outcomes) -> list[Path]:
     return files
 
 
-def test_dciodvfy_finds_no_error_in_any_seg_or_sr(outcomes):
+def test_dciodvfy_finds_no_error_in_any_seg_or_sr(outcomes, measured):
     judges.require("dciodvfy")
-    errors = {str(p): judges.dciodvfy_errors(p) for p in _outputs(outcomes)}
-    assert len(errors) >= 2 * len(ACCEPTED) - 1
+    errors = {str(p): judges.dciodvfy_errors(p) for p in _outputs(outcomes | measured)}
+    assert len(errors) >= 2 * len(ACCEPTED) - 1 + 5
     assert {p: e for p, e in errors.items() if e} == {}
 
 
-def test_pixelmed_finds_no_error_in_any_seg_or_sr(outcomes):
+def test_pixelmed_finds_no_error_in_any_seg_or_sr(outcomes, measured):
     judges.require("java")
-    errors = judges.pixelmed_errors(_outputs(outcomes))
+    errors = judges.pixelmed_errors(_outputs(outcomes | measured))
     assert {p: e for p, e in errors.items() if e} == {}
 
 
@@ -247,21 +292,32 @@ def test_dcmqi_reads_the_sr_values_the_json_reports(outcomes, variant, tmp_path)
         assert {g["segment"] for g in groups} == {1, 2}
 
 
-def _image_ids(outcome: Outcome) -> tuple[list[Path], list[tuple[str, int | None]]]:
-    """Source files in our slice order, and (SOP Instance UID, frame) per dcmjs imageId."""
+def _image_ids(outcome: Outcome, phase: int = 0):
+    """Source files of one phase in our slice order, (SOP Instance UID, frame) per dcmjs
+    imageId, and our plane index of each (SOP Instance UID, frame)."""
     volume = load_volume(outcome.folder, decode=False)
     paths = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p
              for p in outcome.folder.iterdir()}  # fmt: skip
-    ordered, ids = [], []
-    for ref in volume.dicom.slices[0]:
+    ordered, ids, plane_of = [], [], {}
+    for k, ref in enumerate(volume.dicom.slices[phase]):
         ds = volume.dicom.datasets[ref.dataset_index]
+        plane_of[(ds.SOPInstanceUID, ref.frame_number)] = k
         path = paths[ds.SOPInstanceUID]
         if path not in ordered:
             ordered.append(path)
             frames = int(ds.get("NumberOfFrames") or 1)
             multi = "PerFrameFunctionalGroupsSequence" in ds
             ids.extend((ds.SOPInstanceUID, f + 1 if multi else None) for f in range(frames))
-    return ordered, ids
+    return ordered, ids, plane_of
+
+
+def _check_dcmjs(outcome: Outcome, seg: Path, labels: np.ndarray, phase: int) -> None:
+    """dcmjs's reading of ``seg`` on the phase's source instances equals ``labels``."""
+    sources, ids, plane_of = _image_ids(outcome, phase)
+    decoded = judges.dcmjs_labelmap(seg, sources)
+    for index, key in enumerate(ids):
+        expected = labels[:, :, plane_of[key]].T  # (rows, columns)
+        assert np.array_equal(decoded[index], expected), (key, index)
 
 
 @pytest.mark.parametrize("variant", ACCEPTED, ids=_ids(ACCEPTED))
@@ -271,14 +327,5 @@ def test_dcmjs_places_each_seg_on_its_source_instances(outcomes, variant):
     if not outcome.segs:
         pytest.skip("no SEG for this variant (its refusal is tested above)")
     labels, _ = _mask_array(outcome)
-    sources, ids = _image_ids(outcome)
-    volume = load_volume(outcome.folder, decode=False)
-    plane_of = {}
-    for k, ref in enumerate(volume.dicom.slices[0]):
-        uid = volume.dicom.datasets[ref.dataset_index].SOPInstanceUID
-        plane_of[(uid, ref.frame_number)] = k
     for seg in outcome.segs.values():
-        decoded = judges.dcmjs_labelmap(seg, sources)
-        for index, key in enumerate(ids):
-            expected = labels[:, :, plane_of[key]].T  # (rows, columns)
-            assert np.array_equal(decoded[index], expected), (key, index)
+        _check_dcmjs(outcome, seg, labels, 0)
