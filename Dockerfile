@@ -12,6 +12,11 @@ COPY pyproject.toml README.md ./
 COPY sitetune ./sitetune
 RUN pip install torch==2.13.0 ${TORCH_INDEX:+--index-url $TORCH_INDEX} \
     && pip install ".${EXTRAS:+[$EXTRAS]}"
+# the service runs as an unprivileged user owning only its state volume
+RUN useradd --system --uid 10001 --home-dir /var/lib/sitetune sitetune \
+    && mkdir -p /var/lib/sitetune && chown sitetune:sitetune /var/lib/sitetune \
+    && chmod 0700 /var/lib/sitetune
+USER sitetune
 EXPOSE 3000
 VOLUME ["/var/lib/sitetune"]
 CMD ["sitetune-serve"]

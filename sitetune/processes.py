@@ -79,6 +79,7 @@ def worker_main(
         "--supervise", action="store_true", help="restart the worker whenever it dies"
     )
     args, rest = parser.parse_known_args(argv)
+    os.umask(0o077)  # files it writes (results, checkpoints, logs) for the service user only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.supervise:
         return supervise(module, rest)

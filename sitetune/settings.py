@@ -32,10 +32,32 @@ class Settings(BaseSettings):
     port: int = 3000
     max_upload_bytes: int = Field(4 << 30, description="largest accepted upload (bytes)")
     tokens: str | None = Field(
-        None, description="bearer tokens as 'role=token,role=token' (else the tokens file)"
+        None,
+        description="bearer tokens as 'role=token,role=token', registered as principals "
+        "named by their role (automation; people get named principals: `sitetune tokens`)",
     )
-    tokens_file: Path | None = Field(None, description="default: <data_dir>/tokens.json")
+    tokens_file: Path | None = Field(
+        None, description="earlier releases' token hashes, imported; default <data_dir>/tokens.json"
+    )
+    max_json_bytes: int = Field(1 << 20, description="largest body of a route without files")
+    allow_torchscript: bool = Field(
+        False,
+        description="accept TorchScript in POST /v1/models and run it: TorchScript is code "
+        "that can read and write files; enable only for weights you trust",
+    )
+    metrics_require_token: bool = Field(
+        False, description="GET /metrics needs a bearer token (any role) when true"
+    )
     results_retention_hours: float = Field(72.0, description="how long results are kept")
+    housekeeping_seconds: float = Field(
+        600.0, gt=0, description="how often retention and leftover clean-up run (PACS worker)"
+    )
+    leftover_hours: float = Field(
+        24.0, gt=0, description="temporary uploads and staging folders older than this are removed"
+    )
+    job_files_retention_hours: float = Field(
+        72.0, gt=0, description="finished jobs' datasets and checkpoints are removed after this"
+    )
     engine: str = Field("auto", description="auto | onnxruntime | torch")
     cpu_engine: str = Field(
         "onnxruntime", description="engine that 'auto' uses without a GPU (bench/segment.py)"
@@ -90,6 +112,11 @@ class Settings(BaseSettings):
         return (self.tokens_file or self.data_dir / "tokens.json").resolve()
 
     @property
+    def resolved_initial_tokens_file(self) -> Path:
+        """Where a first start writes the tokens it created (mode 0600)."""
+        return (self.data_dir / "initial-tokens.txt").resolve()
+
+    @property
     def resolved_pacs_config(self) -> Path:
         return (self.pacs_config or self.data_dir / "pacs.toml").resolve()
 
@@ -103,7 +130,8 @@ class Settings(BaseSettings):
         )
 
     def prepare(self) -> None:
-        """Create the local state folders (called by entry points, never on import)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.resolved_artifact_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "tmp").mkdir(exist_ok=True)
+        """Create the local state folders, readable by the service user only (called by
+        entry points, never on import). State holds patient images and results."""
+        for folder in (self.data_dir, self.resolved_artifact_dir, self.data_dir / "tmp"):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.chmod(0o700)

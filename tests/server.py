@@ -24,6 +24,7 @@ WORKERS = 2
 # Ports of the Orthanc instances the PACS tests start (the service's routing file names
 # them before they exist: "later" is a destination that is down until a test starts it).
 ORTHANC_PORTS = {"http": free_port(), "dicom": free_port(), "later_http": free_port()}
+NO_SEG_PORT = free_port()  # a DIMSE peer that refuses the SEG SOP class (test_pacs)
 
 
 def pacs_config() -> str:
@@ -44,6 +45,21 @@ timeout_seconds = 20
 type = "dicomweb"
 url = "http://127.0.0.1:{ORTHANC_PORTS["later_http"]}/dicom-web"
 timeout_seconds = 10
+
+[destinations.no-seg]
+type = "dimse"
+host = "127.0.0.1"
+port = {NO_SEG_PORT}
+ae_title = "NOSEG"
+timeout_seconds = 10
+
+[[routes]]
+name = "no-seg-ct"
+model = "lv-ct"
+modality = "CT"
+series_description = "refused seg"
+group = "study"
+destinations = ["no-seg", "orthanc-web"]
 
 [[routes]]
 name = "retry-ct"

@@ -1,5 +1,5 @@
-"""``sitetune``: the command line of the sitetune service (fine-tune jobs, models, and the
-DIMSE bridge).
+"""``sitetune``: the command line of the sitetune service (fine-tune jobs, models, named
+principals and the DIMSE bridge).
 
 It parses arguments, calls `SitetuneClient` and prints what `render` makes of the answer
 (``--json``: the answer itself). Exit codes: 0 done; 1 the followed job failed or was
@@ -9,6 +9,7 @@ could not be reached; 4 the service failed (HTTP 5xx or an unreadable answer);
 
     sitetune jobs submit site.zip --base lv-ct:production --epochs 20 --wait
     sitetune models promote lv-ct 4 --reason "site B fine-tune, Dice 0.89"
+    sitetune tokens create "Dr A. Example" --roles clinical
     sitetune bridge --ae-title SITETUNE --port 11112 --token $PACS_TOKEN
 """
 
@@ -163,6 +164,33 @@ def _models_rollback(client: SitetuneClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokens_create(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.create_token(args.name, args.roles.split(","))
+    text = (
+        f"created principal {answer['name']} ({', '.join(answer['roles'])}), id {answer['id']}\n"
+        f"token (shown once; store it now): {answer['token']}"
+    )
+    _emit(args, answer, text)
+    return 0
+
+
+def _tokens_list(client: SitetuneClient, args: argparse.Namespace) -> int:
+    answer = client.tokens()
+    _emit(args, answer, render.tokens_table(answer["tokens"]))
+    return 0
+
+
+def _tokens_revoke(client: SitetuneClient, args: argparse.Namespace) -> int:
+    matches = [p for p in client.tokens()["tokens"] if p["id"].startswith(args.id)]
+    if len(matches) != 1:
+        print(f"sitetune: {len(matches)} principals have an id starting {args.id!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    answer = client.revoke_token(matches[0]["id"])
+    _emit(args, answer, f"revoked {answer['name']} ({answer['id']})")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -257,6 +285,18 @@ def _models_parser(commands: argparse._SubParsersAction) -> None:
     rollback.add_argument("--reason", required=True, help="recorded in the audit log")
 
 
+def _tokens_parser(commands: argparse._SubParsersAction) -> None:
+    tokens = commands.add_parser("tokens", help="named principals").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    create = _command(tokens, "create", _tokens_create, "create a principal and its token")
+    create.add_argument("name", help="the person or system that will hold the token")
+    create.add_argument("--roles", required=True, help="comma-separated: clinical, pacs, ops")
+    _command(tokens, "list", _tokens_list, "list principals (never their tokens)")
+    revoke = _command(tokens, "revoke", _tokens_revoke, "revoke a principal's token")
+    revoke.add_argument("id", help="the principal's id (or an unambiguous prefix)")
+
+
 def _bridge(client: SitetuneClient, args: argparse.Namespace) -> int:
     from sitetune.clients.bridge import Bridge  # pynetdicom only for this command
 
@@ -305,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _jobs_parser(commands)
     _models_parser(commands)
+    _tokens_parser(commands)
     _bridge_parser(commands)
     return parser
 

@@ -111,6 +111,23 @@ class SitetuneClient:
         params = {"model": model} if model else None
         return self._json("GET", "/v1/audit", params=params)
 
+    # -- principals ----------------------------------------------------------------------
+    def create_token(self, name: str, roles: list[str]) -> dict:
+        """``POST /v1/tokens``: a named principal; its ``token`` is only in this answer."""
+        return self._json("POST", "/v1/tokens", json={"name": name, "roles": roles})
+
+    def tokens(self) -> dict:
+        """``GET /v1/tokens``: ``{"tokens": [{id, name, roles, created_at, ...}]}``."""
+        return self._json("GET", "/v1/tokens")
+
+    def revoke_token(self, principal_id: str) -> dict:
+        """``DELETE /v1/tokens/{id}``: refused from the next request on."""
+        return self._json("DELETE", f"/v1/tokens/{_seg(principal_id)}")
+
+    def whoami(self) -> dict:
+        """``GET /v1/whoami``: the principal this client's token belongs to."""
+        return self._json("GET", "/v1/whoami")
+
     # -- fine-tuning jobs --------------------------------------------------------------
 
     def submit_job(

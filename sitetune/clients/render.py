@@ -264,3 +264,13 @@ def alias_moved(answer: dict) -> str:
         f"{answer.get('name')}: {answer.get('alias', 'production')} "
         f"{answer.get('from_version') or '-'} -> {answer.get('to_version')}"
     )
+
+
+def tokens_table(principals: Sequence[dict]) -> str:
+    """Principals (never their tokens)."""
+    rows = [
+        (p["id"][:12], p["name"], ",".join(p["roles"]), p["created_at"], p.get("last_used_at"),
+         "revoked" if p.get("revoked_at") else "active")
+        for p in principals
+    ]  # fmt: skip
+    return table(["id", "name", "roles", "created", "last used", "state"], rows)

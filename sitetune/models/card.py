@@ -104,9 +104,39 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     export: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, patch: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 8 <= n <= 512 for n in patch) or patch[0] * patch[1] * patch[2] > 256**3:
+            raise ValueError(
+                f"patch_size must be 8..512 per axis, at most 256^3 voxels; got {patch}"
+            )
+        return patch
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _spacing(cls, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not 0.05 <= s <= 20.0 for s in spacing):
+            raise ValueError(f"spacing_mm must be 0.05..20 mm per axis; got {spacing}")
+        return spacing
+
+    @field_validator("network")
+    @classmethod
+    def _network_size(cls, network: NetworkSpec) -> NetworkSpec:
+        channels = network.params.get("channels", [])
+        if (
+            not isinstance(channels, list | tuple)
+            or len(channels) > 8
+            or any(not isinstance(c, int) or not 1 <= c <= 1024 for c in channels)
+        ):
+            raise ValueError(f"network channels must be at most 8 ints of 1..1024; got {channels}")
+        return network
+
     @field_validator("labels")
     @classmethod
     def _consecutive(cls, labels: list[Label]) -> list[Label]:
+        if len(labels) > 64:
+            raise ValueError(f"at most 64 labels; got {len(labels)}")
         values = [label.value for label in labels]
         if values != list(range(1, len(values) + 1)):
             raise ValueError(f"label values must be 1..N in order, got {values}")

@@ -3,8 +3,11 @@
 Accepted forms (detected by content, not by file name):
 
 - a torch **state dict** (``.pt``) for the network the card describes;
-- a **TorchScript** module (``torch.jit.save``);
-- an **ONNX** model (served by ONNX Runtime only; it must take ``(N, 1, *patch)``);
+- a **TorchScript** module (``torch.jit.save``): refused unless the operator enables it
+  (``allow_torchscript``), because TorchScript is code (it can read and write files)
+  and is executed to trace the ONNX export;
+- an **ONNX** model (served by ONNX Runtime only; it must take ``(N, 1, *patch)``); one
+  that references external data files is refused (ONNX Runtime would open any path);
 - a **MONAI bundle** zip: its ``models/model.pt`` state dict is loaded into the card's
   network (the bundle's own configs are not executed: a config can name any Python
   callable, and the card already states the network).
@@ -38,12 +41,28 @@ class WeightsKind(StrEnum):
     MONAI_BUNDLE = "monai_bundle"
 
 
+MAX_MEMBER_BYTES = 2 << 30  # a bundle's weights file, inflated
+MAX_MEMBER_RATIO = 100.0  # inflated / compressed: weights compress far less than this
+
+
 def _bundle_state_dict(path: Path) -> bytes:
     with zipfile.ZipFile(path) as bundle:
         names = [n for n in bundle.namelist() if n.endswith("models/model.pt")]
         if not names:
             raise InvalidInput("the MONAI bundle has no models/model.pt", code="invalid_weights")
-        return bundle.read(min(names, key=len))
+        info = bundle.getinfo(min(names, key=len))
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > MAX_MEMBER_BYTES or ratio > MAX_MEMBER_RATIO:
+            raise InvalidInput(
+                f"the bundle's {info.filename} declares {info.file_size} bytes (ratio "
+                f"{ratio:.0f}); at most {MAX_MEMBER_BYTES} bytes, ratio {MAX_MEMBER_RATIO:.0f}",
+                code="payload_too_large",
+            )
+        with bundle.open(info) as member:
+            data = member.read(MAX_MEMBER_BYTES + 1)  # the header may lie: bounded read
+        if len(data) > MAX_MEMBER_BYTES:
+            raise InvalidInput("the bundle's weights exceed the limit", code="payload_too_large")
+        return data
 
 
 def detect(path: Path) -> WeightsKind:
@@ -82,9 +101,26 @@ def _network_from(card: ModelCard, kind: WeightsKind, path: Path) -> torch.nn.Mo
     return network.eval()
 
 
+def _refuse_external_data(path: Path) -> None:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = [*model.graph.initializer]
+    for node in model.graph.node:
+        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
+    if any(uses_external_data(t) for t in tensors):
+        raise InvalidInput(
+            "the ONNX model references external data files; send one self-contained "
+            "model (onnx.save(model, path, save_as_external_data=False))",
+            code="onnx_external_data",
+        )
+
+
 def _check_onnx(card: ModelCard, path: Path) -> dict:
     import onnxruntime as ort
 
+    _refuse_external_data(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     batch = torch.zeros(1, 1, *card.patch_size).numpy()
     (logits,) = session.run(None, {session.get_inputs()[0].name: batch})
@@ -106,9 +142,18 @@ def register_weights(
     actor: str,
     reason: str,
     aliases: tuple[str, ...] = (),
+    allow_torchscript: bool = False,
 ) -> ModelVersion:
-    """Validate ``path`` against ``card``, export ONNX when needed, and register."""
+    """Validate ``path`` against ``card``, export ONNX when needed, and register
+    (``allow_torchscript``: accept TorchScript, which is executed; off by default)."""
     kind = detect(path)
+    if kind is WeightsKind.TORCHSCRIPT and not allow_torchscript:
+        raise InvalidInput(
+            "TorchScript modules are code and are not executed here unless an operator "
+            "enables it (SITETUNE_ALLOW_TORCHSCRIPT=true); send a state dict, ONNX or a "
+            "MONAI bundle",
+            code="torchscript_disabled",
+        )
     if kind is WeightsKind.ONNX:
         export = _check_onnx(card, path)
         card = card.model_copy(update={"export": card.export | export})
@@ -138,14 +183,17 @@ def register_weights(
         return registry.register(card, files, actor=actor, reason=reason, aliases=aliases)
 
 
-def load_torch_network(version: ModelVersion) -> torch.nn.Module | None:
-    """The version's torch network (state dict or TorchScript), or None for ONNX-only."""
+def load_torch_network(
+    version: ModelVersion, allow_torchscript: bool = False
+) -> torch.nn.Module | None:
+    """The version's torch network (state dict, or TorchScript when allowed), or None
+    (ONNX-only, or TorchScript not allowed: served by ONNX Runtime from its export)."""
     if version.weights_path.is_file():
         network = build_network(version.card)
         network.load_state_dict(
             torch.load(version.weights_path, map_location="cpu", weights_only=True)
         )
         return network.eval()
-    if (version.folder / TORCHSCRIPT).is_file():
+    if allow_torchscript and (version.folder / TORCHSCRIPT).is_file():
         return torch.jit.load(str(version.folder / TORCHSCRIPT), map_location="cpu").eval()
     return None

@@ -42,6 +42,7 @@ class ServingConfig:
     threads: int | None = None
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     cache_size: int = 4
+    allow_torchscript: bool = False  # run TorchScript versions in torch (they are code)
 
 
 def _gpu_ort_available() -> bool:
@@ -73,6 +74,7 @@ class ModelServer:
             else None,
             threads=settings.threads,
             inference=InferenceSettings(settings.sw_overlap, settings.sw_batch_size),
+            allow_torchscript=settings.allow_torchscript,
         )
         return cls(registry, config, settings.resolved_artifact_dir / "engine-cache")
 
@@ -115,7 +117,11 @@ class ModelServer:
             return engine
 
     def _build(self, version: ModelVersion, kind: EngineKind) -> Engine:
-        network = load_torch_network(version) if kind is EngineKind.TORCH else None
+        network = (
+            load_torch_network(version, self.config.allow_torchscript)
+            if kind is EngineKind.TORCH
+            else None
+        )
         if network is None:  # ONNX Runtime asked for, or an ONNX-only version
             return OrtEngine(
                 version.onnx_path,

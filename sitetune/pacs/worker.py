@@ -17,8 +17,10 @@ import traceback
 from pathlib import Path
 
 from sitetune.analysis.pipeline import Pipeline
+from sitetune.analysis.results import ResultStore
 from sitetune.db import make_engine
 from sitetune.errors import SitetuneError
+from sitetune.housekeeping import Housekeeping
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.analysis import analyse
@@ -27,9 +29,9 @@ from sitetune.pacs.routing import PacsConfig, load_config
 from sitetune.pacs.store import Analysis, Delivery, PacsStore
 from sitetune.processes import process_gone, worker_identity, worker_main
 from sitetune.settings import Settings
+from sitetune.training.jobs import JobStore
 
 logger = logging.getLogger("sitetune.pacs")
-PURGE_EVERY_SECONDS = 600.0
 
 
 class PacsWorker:
@@ -45,15 +47,20 @@ class PacsWorker:
         self.identity = worker_identity()
         self.stopping = threading.Event()
         self.retention = datetime.timedelta(hours=settings.results_retention_hours)
+        self.housekeeping = Housekeeping(
+            settings,
+            engine,
+            ResultStore(engine, artifacts, self.retention),
+            self.store,
+            JobStore(engine, artifacts),
+        )
         self._next_purge = 0.0
 
     def run_once(self) -> bool:
         """One pass; True when it did some work."""
         if time.monotonic() >= self._next_purge:
-            removed = self.store.purge_expired(self.retention)
-            if removed:
-                logger.info("removed %d expired PACS folders", removed)
-            self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+            self._next_purge = time.monotonic() + self.settings.housekeeping_seconds
+            self.housekeeping.run()  # retention and crash leftovers (sitetune.housekeeping)
         for analysis_id in self.store.recover(lambda w: not process_gone(w)):
             logger.info("analysis %s: its worker died; recovered", analysis_id)
         settle = datetime.timedelta(seconds=self.settings.pacs_settle_seconds)
@@ -107,10 +114,15 @@ class PacsWorker:
             if destination is None:
                 raise DeliveryError(f"destination {delivery.destination!r} is not configured")
             deliver(destination, [Path(p) for p in delivery.files])
-        except DeliveryError as error:
+        except Exception as raised:  # anything: a refused SOP class, an aborted association
+            error = raised if isinstance(raised, DeliveryError) else None
+            if error is None:
+                logger.warning("delivery %s raised", delivery.id, exc_info=True)
+                error = f"{type(raised).__name__}: {raised}"
             attempts = delivery.attempts + 1
             retry = None
-            if attempts < self.settings.pacs_delivery_max_attempts:
+            permanent = getattr(error, "permanent", False)
+            if attempts < self.settings.pacs_delivery_max_attempts and not permanent:
                 retry = next_retry(
                     attempts,
                     self.settings.pacs_retry_seconds,
@@ -130,8 +142,15 @@ class PacsWorker:
         return f"{self.identity}: routes {[r.name for r in self.config.routes]}, {destinations}"
 
     def serve_forever(self, poll_seconds: float = 0.5) -> None:
+        """Loop until stopped; nothing one pass raises stops the loop (a database that is
+        briefly locked, a bad row): it is logged and the next pass goes on."""
         while not self.stopping.is_set():
-            if not self.run_once():
+            try:
+                worked = self.run_once()
+            except Exception:
+                logger.exception("PACS worker pass failed; going on")
+                worked = False
+            if not worked:
                 self.stopping.wait(poll_seconds)
 
 

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="listen port (default from settings: 3000)")
     parser.add_argument("--workers", type=int, help="HTTP worker processes (default 1)")
     args = parser.parse_args(argv)
+    # everything the service and its workers write (database, uploads, results) is
+    # readable by the service user only; the workers inherit the mask
+    os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     try:

@@ -9,22 +9,29 @@ are loaded) and ``/metrics``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Annotated
 
 import bentoml
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from sitetune import __version__
 from sitetune.analysis.tasks import Task
 from sitetune.errors import NotFound
-from sitetune.service import routes_dicomweb, routes_jobs, routes_measure, routes_models
+from sitetune.housekeeping import reclaimed_bytes
+from sitetune.service import (
+    routes_dicomweb,
+    routes_jobs,
+    routes_measure,
+    routes_models,
+    routes_principals,
+)
 from sitetune.service.deps import Clinical, state
 from sitetune.service.errors import install_error_handlers
-from sitetune.service.metrics import start_state_gauges
+from sitetune.service.metrics import exposition, start_state_gauges
+from sitetune.service.perimeter import Perimeter
 from sitetune.service.state import AppState
 from sitetune.service.uploads import analyse_upload
 from sitetune.settings import Settings
@@ -35,15 +42,9 @@ api = FastAPI(title="sitetune", version=__version__, docs_url="/docs", redoc_url
 install_error_handlers(api)
 
 
-@api.middleware("http")
-async def worker_header(request: Request, call_next):
-    """Name the worker process that answered (for operators and the multi-worker tests)."""
-    response = await call_next(request)
-    response.headers["X-Sitetune-Worker"] = str(os.getpid())
-    return response
-
-
-@bentoml.service(name="sitetune", traffic={"timeout": 3600})
+# BentoML's request metrics label by raw path (ids, UIDs): off; ours are by route template
+# and served by GET /metrics below.
+@bentoml.service(name="sitetune", traffic={"timeout": 3600}, metrics={"enabled": False})
 @bentoml.asgi_app(api, path="/")
 class Sitetune:
     """One HTTP worker. State lives in the database and the artifact directory only."""
@@ -52,7 +53,8 @@ class Sitetune:
         self.state = AppState.build(Settings())
         api.state.sitetune = self.state
         self.ready = False
-        start_state_gauges(self.state.pacs, self.state.jobs)
+        engine = self.state.registry.engine
+        start_state_gauges(self.state.pacs, self.state.jobs, lambda: reclaimed_bytes(engine))
         try:  # warm the production engines so the first request does not pay for them
             for name in self.state.registry.names():
                 if "production" in self.state.registry.aliases(name):
@@ -70,6 +72,17 @@ class Sitetune:
 def info() -> dict:
     """Service name and version (no authentication: nothing sensitive)."""
     return {"service": "sitetune", "version": __version__}
+
+
+@api.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    """Prometheus text: our metrics by route template, model stages, jobs, PACS rows.
+    No token needed unless ``SITETUNE_METRICS_REQUIRE_TOKEN`` (then any role's)."""
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
+
+
+metrics.token_setting = "metrics_require_token"  # read by the perimeter
 
 
 @api.post("/v1/segment")
@@ -117,6 +130,7 @@ api.include_router(routes_measure.router)
 api.include_router(routes_models.router)
 api.include_router(routes_jobs.router)
 api.include_router(routes_dicomweb.router)
+api.include_router(routes_principals.router)
 
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -132,3 +146,21 @@ def unknown_route(request: Request, rest: str):
         if not mine and route.matches(request.scope)[0] is Match.PARTIAL:
             raise StarletteHTTPException(405, "Method Not Allowed")
     raise NotFound(f"no route {request.method} {request.url.path}", code="route_not_found")
+
+
+def _body_limit(kind: str) -> int:
+    settings = api.state.sitetune.settings
+    return {
+        "upload": settings.max_upload_bytes,
+        "stow": settings.pacs_max_request_bytes,
+    }.get(kind, settings.max_json_bytes)
+
+
+# Outermost: the token, the route's role and the body's size are checked before any
+# body byte is read (`sitetune.service.perimeter`).
+api.add_middleware(
+    Perimeter,
+    limits=_body_limit,
+    setting=lambda name: getattr(api.state.sitetune.settings, name),
+    catch_all=unknown_route,
+)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from sitetune.service.auth import Role, authorise
+from sitetune.service.auth import Principal, Role, authorise
 from sitetune.service.state import AppState
 
 
@@ -17,12 +17,17 @@ def state(request: Request) -> AppState:
 
 def _role(*allowed: Role):
     def dependency(request: Request, authorization: Annotated[str | None, Header()] = None):
-        return authorise(state(request).tokens, authorization, allowed)
+        known = request.scope.get("state", {}).get("principal")  # the perimeter checked it
+        if known is not None and known.may(allowed):
+            return known
+        return authorise(state(request).principals, authorization, allowed)
 
+    dependency.roles = allowed  # read by the perimeter (`sitetune.service.perimeter`)
     return Depends(dependency)
 
 
-# Annotate a route parameter with one of these to require the role (ops always passes).
-Clinical = Annotated[Role, _role(Role.CLINICAL)]
-Pacs = Annotated[Role, _role(Role.PACS)]
-Ops = Annotated[Role, _role(Role.OPS)]
+# Annotate a route parameter with one of these to require the role (ops always passes);
+# the value is the calling `Principal` (its name goes into audit rows).
+Clinical = Annotated[Principal, _role(Role.CLINICAL)]
+Pacs = Annotated[Principal, _role(Role.PACS)]
+Ops = Annotated[Principal, _role(Role.OPS)]

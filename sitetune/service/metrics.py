@@ -4,10 +4,20 @@ them across worker processes)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from sitetune.models.registry import ModelVersion
 from sitetune.pacs.store import PacsStore
@@ -39,13 +49,19 @@ JOBS = Gauge(
     "sitetune_jobs", "Fine-tune jobs per state (from the database)", ["state"],
     multiprocess_mode="livemax",
 )  # fmt: skip
+RECLAIMED = Gauge(
+    "sitetune_housekeeping_reclaimed_bytes",
+    "Bytes removed by housekeeping so far, per kind (results, pacs, leftovers, job_files)",
+    ["kind"],
+    multiprocess_mode="livemax",
+)
 REFRESH_SECONDS = 5.0
 
 
-def start_state_gauges(pacs: PacsStore, jobs: JobStore) -> None:
-    """Refresh `PACS_ROWS` and `JOBS` from the database every few seconds in a daemon
-    thread (the PACS and fine-tune workers are not BentoML workers, so their state is
-    exported from here)."""
+def start_state_gauges(pacs: PacsStore, jobs: JobStore, reclaimed=None) -> None:
+    """Refresh `PACS_ROWS`, `JOBS` (and `RECLAIMED` from ``reclaimed()``) from the database
+    every few seconds in a daemon thread (the PACS and fine-tune workers are not BentoML
+    workers, so their state is exported from here)."""
 
     def refresh() -> None:
         while True:
@@ -56,6 +72,8 @@ def start_state_gauges(pacs: PacsStore, jobs: JobStore) -> None:
                 states = jobs.counts()
                 for state in JobState:
                     JOBS.labels(state.value).set(states.get(state.value, 0))
+                for kind, size in (reclaimed() if reclaimed else {}).items():
+                    RECLAIMED.labels(kind).set(size)
             except Exception:  # a locked or missing database: try again next time
                 logger.debug("could not refresh the state gauges", exc_info=True)
             time.sleep(REFRESH_SECONDS)
@@ -68,3 +86,16 @@ _PACS_STATES = {
     "analyses": ("queued", "running", "done", "failed"),
     "deliveries": ("pending", "delivered", "failed"),
 }
+
+
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text of every worker (BentoML runs them with a multiprocess
+    directory), and its content type. BentoML's own request metrics are switched off:
+    they label by raw path, so ids and UIDs leaked into ``/metrics`` and the label set
+    grew without bound; `sitetune.service.perimeter` counts requests by route template."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # prometheus_client's own contract
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -87,8 +87,9 @@ def register_model(
         weights, app.settings.data_dir / "tmp", app.settings.max_upload_bytes, "weights"
     ) as path:
         version = register_weights(
-            app.registry, parsed, path, actor=str(actor), reason="registered over HTTP"
-        )
+            app.registry, parsed, path, actor=str(actor), reason="registered over HTTP",
+            allow_torchscript=app.settings.allow_torchscript,
+        )  # fmt: skip
     REGISTRY_EVENTS.labels(version.name, "register").inc()
     return version_json(version)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from sitetune.analysis.pipeline import Pipeline
 from sitetune.analysis.results import AnalysisResults, ResultStore
@@ -15,7 +17,7 @@ from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.routing import load_config
 from sitetune.pacs.store import PacsStore
-from sitetune.service.auth import TokenStore
+from sitetune.service.principals import PrincipalStore, Role
 from sitetune.settings import Settings
 from sitetune.training.jobs import JobStore
 
@@ -29,7 +31,7 @@ class AppState:
     results: AnalysisResults
     models: ModelServer
     pipeline: Pipeline
-    tokens: TokenStore
+    principals: PrincipalStore
     jobs: JobStore
     pacs: PacsStore
 
@@ -48,34 +50,45 @@ class AppState:
             results=AnalysisResults(store, registry, settings.zip_limits),
             models=models,
             pipeline=Pipeline(models),
-            tokens=load_tokens(settings),
+            principals=PrincipalStore(engine),
             jobs=JobStore(engine, artifacts),
             pacs=PacsStore(engine, artifacts),
         )
 
 
-def load_tokens(settings: Settings) -> TokenStore:
-    """Tokens from the setting, else from the tokens file (empty when neither exists)."""
-    if settings.tokens:
-        return TokenStore.from_spec(settings.tokens)
-    if settings.resolved_tokens_file.is_file():
-        return TokenStore.from_file(settings.resolved_tokens_file)
-    return TokenStore({})
+def first_tokens(principals: PrincipalStore, path: Path) -> Path:
+    """One principal per role, named after it; their tokens into ``path`` (mode 0600)."""
+    lines = []
+    for role in Role:
+        principal, token = principals.create(role.value, [role], created_by="first start")
+        lines.append(f"{principal.name} ({role.value}): {token}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
 
 
 def bootstrap(settings: Settings) -> None:
     """First-start work, done once by the serve command before any worker starts:
-    folders, tokens (generated and printed when none are configured), built-in models."""
+    folders, principals (configured tokens imported; on a first start with none, one
+    principal per role, their tokens written to a file only this user can read, never to
+    the log), built-in models."""
     settings.prepare()
-    if not settings.tokens and not settings.resolved_tokens_file.is_file():
-        tokens = TokenStore.generate(settings.resolved_tokens_file)
+    principals = PrincipalStore(make_engine(settings.resolved_database_url))
+    if settings.tokens:
+        principals.import_spec(settings.tokens)
+    if settings.resolved_tokens_file.is_file():  # the hashes file of earlier releases
+        principals.import_file(settings.resolved_tokens_file)
+    if principals.count() == 0:
+        path = first_tokens(principals, settings.resolved_initial_tokens_file)
         print(
-            "sitetune: generated bearer tokens (shown once; hashes kept in "
-            f"{settings.resolved_tokens_file}):",
+            f"sitetune: first start: a bearer token for each of the principals "
+            f"{', '.join(r.value for r in Role)} is in {path} (readable by this user only; "
+            "shown nowhere else). Create named principals with `sitetune tokens create`, "
+            "then delete that file.",
             file=sys.stderr,
         )
-        for role, token in tokens.items():
-            print(f"  {role}: {token}", file=sys.stderr)
     config = load_config(settings.resolved_pacs_config)  # a bad file stops the start here
     print(
         f"sitetune: PACS routes {[r.name for r in config.routes]}, destinations "

@@ -79,6 +79,15 @@ class SiteDataset:
         raise KeyError(f"no case {name!r}; cases: {[c.name for c in self.cases]}")
 
 
+def case_refs(dataset: SiteDataset) -> dict[str, str]:
+    """Case name -> ``case-001``... in sorted name order: what logs, job results and model
+    cards say instead of case names, which are often MRNs or accession numbers (PHI).
+    The site maps them back by sorting its own case names."""
+    return {
+        name: f"case-{i:03d}" for i, name in enumerate(sorted(c.name for c in dataset.cases), 1)
+    }
+
+
 class InvalidDataset(InvalidInput):
     """A site dataset with problems; ``details["problems"]`` lists every one."""
 

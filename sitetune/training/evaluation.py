@@ -79,7 +79,7 @@ def _evaluate(cases, card, networks, engines, should_stop) -> dict[str, dict]:
     reports: dict[str, list] = {name: [] for name in networks}  # (predicted, reference)
     unmeasured = dict.fromkeys(networks, 0)
     lesion_rows: dict[str, list[dict]] = {name: [] for name in networks}
-    for case in cases:
+    for number, case in enumerate(cases, 1):  # numbers, not names (often MRNs), in logs
         image, labels = load_volume(case.image), load_volume(case.label)
         voxel_ml = labels.voxel_volume_ml
         predicted = {name: np.zeros(labels.array.shape, np.uint8) for name in networks}
@@ -106,13 +106,13 @@ def _evaluate(cases, card, networks, engines, should_stop) -> dict[str, dict]:
             try:
                 reference_report = measure_ventricle(labels.array, labels.affine, image.phases)
             except InvalidInput as exc:
-                logger.info("case %s has no measurable reference: %s", case.name, exc)
+                logger.info("held-out case %d has no measurable reference: %s", number, exc)
                 continue
             for name in networks:
                 try:  # e.g. a network that found no myocardium: left out for that network
                     report = measure_ventricle(predicted[name], labels.affine, image.phases)
                 except InvalidInput as exc:
-                    logger.info("case %s, %s: no thickness (%s)", case.name, name, exc)
+                    logger.info("held-out case %d, %s: no thickness (%s)", number, name, exc)
                     unmeasured[name] += 1
                     continue
                 reports[name].append((report, reference_report))

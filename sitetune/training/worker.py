@@ -30,7 +30,7 @@ from sitetune.models.importing import load_torch_network, register_weights
 from sitetune.models.registry import CANDIDATE, Registry
 from sitetune.processes import worker_identity, worker_main
 from sitetune.settings import Settings
-from sitetune.training.datasets import dataset_root, validate_site_dataset
+from sitetune.training.datasets import case_refs, dataset_root, validate_site_dataset
 from sitetune.training.evaluation import evaluate_networks, promotion_gate
 from sitetune.training.finetune import (
     FineTuneConfig,
@@ -130,10 +130,11 @@ class JobRunner:
             )
         dataset = validate_site_dataset(dataset_root(folder / "dataset"), card)
         train_cases, held_out = split_cases(dataset, config)
+        refs = case_refs(dataset)  # never case names (often MRNs) in logs or cards
         log.info(
             "training cases %s; held out %s",
-            [c.name for c in train_cases],
-            [c.name for c in held_out],
+            [refs[c.name] for c in train_cases],
+            [refs[c.name] for c in held_out],
         )
         strategy = apply_strategy(network, config.strategy, config.seed)
         log.info(
@@ -145,7 +146,7 @@ class JobRunner:
         history = self._train(network, card, config, train_cases, held_out, folder, heartbeat, log)
         heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
         heartbeat.beat()
-        evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat)
+        evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat, refs)
         log.info("evaluation: %s", json.dumps(evaluation))
         heartbeat.progress = {**heartbeat.progress, "stage": "registering"}
         if heartbeat.cancelled.is_set():
@@ -213,7 +214,7 @@ class JobRunner:
             )
         return trainer.history
 
-    def _evaluate(self, network, card, config, train_cases, held_out, heartbeat) -> dict:
+    def _evaluate(self, network, card, config, train_cases, held_out, heartbeat, refs) -> dict:
         """Candidate and current production on the held-out cases, and the gate."""
         production = self.registry.resolve(f"{card.name}:production")
         production_network = load_torch_network(production)
@@ -224,8 +225,8 @@ class JobRunner:
             held_out, card, networks, device=self.device, should_stop=heartbeat.cancelled.is_set
         )
         evaluation = {
-            "held_out_cases": [c.name for c in held_out],
-            "training_cases": [c.name for c in train_cases],
+            "held_out_cases": [refs[c.name] for c in held_out],
+            "training_cases": [refs[c.name] for c in train_cases],
             "production_version": production.ref,
             "candidate": metrics["candidate"],
             "production": metrics.get("production"),
@@ -263,7 +264,8 @@ class JobRunner:
                 "parent": parent,
                 "dataset_fingerprint": fingerprint,
                 "training": {
-                    **config.model_dump(mode="json"),
+                    **config.model_dump(mode="json", exclude={"val_cases"}),
+                    "val_cases": evaluation.get("held_out_cases") if config.val_cases else None,
                     **strategy,
                     "job_id": job.id,
                     "losses": [round(v, 5) for v in history],

@@ -38,5 +38,5 @@ def test_models_list_and_show_name_lv_ct_and_its_production_version(server, caps
 def test_a_clinical_token_is_refused_with_exit_code_2(server, capsys):
     assert sitetune(server, "clinical", "models", "list") == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: role clinical may not use this route")
+    assert err.startswith("error: clinical (clinical) may not use this route")
     assert "ops" in err

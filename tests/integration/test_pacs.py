@@ -28,7 +28,7 @@ from sitetune.imaging.phantoms.brain import brain_phantom
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from tests.conftest import dciodvfy_errors
 from tests.integration.orthanc import Orthanc, free_port
-from tests.server import ORTHANC_PORTS, TOKENS
+from tests.server import NO_SEG_PORT, ORTHANC_PORTS, TOKENS
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -398,3 +398,45 @@ def test_a_down_destination_gets_its_delivery_once_back_even_across_a_worker_res
         assert done["state"] == "delivered" and done["attempts"] >= attempts_then + 3
     finally:
         later.stop()
+
+
+def test_a_destination_refusing_the_seg_class_fails_alone_and_delays_nothing(
+    server, orthanc, tmp_path
+):
+    """A PACS that does not accept Segmentation Storage: the SR still reaches it, its
+    delivery ends ``failed`` with the reason at once (no retry can cure it), and the other
+    destination of the route gets SEG + SR as usual."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Comprehensive3DSRStorage
+
+    received = []
+
+    def on_store(event):
+        received.append(event.dataset.SOPClassUID)
+        return 0x0000
+
+    scp = AE(ae_title="NOSEG")
+    scp.add_supported_context(Comprehensive3DSRStorage)  # no SEG
+    server_scp = scp.start_server(
+        ("127.0.0.1", NO_SEG_PORT), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        case = cardiac_phantom(33, "A", phases=1, spacing=(2.5, 2.5, 3.5))
+        files, study_uid = _write(case.image, tmp_path / "ct", "refused seg heart")
+        response = _stow(server, _multipart([("application/dicom", f.read_bytes()) for f in files]))
+        assert response.status_code == 200, response.text
+        found = _wait("SEG + SR in Orthanc", lambda: _results_in(orthanc, study_uid), server=server)
+        assert len(found["SEG"]) == 1 and len(found["SR"]) == 1
+
+        def settled():
+            deliveries = _analysis(server, study_uid)["deliveries"]
+            return deliveries if all(d["state"] != "pending" for d in deliveries) else None
+
+        deliveries = {d["destination"]: d for d in _wait("deliveries to settle", settled)}
+        assert deliveries["orthanc-web"]["state"] == "delivered"
+        refused = deliveries["no-seg"]
+        assert refused["state"] == "failed" and refused["attempts"] == 1
+        assert "does not accept Segmentation Storage" in refused["last_error"]
+        assert received == [Comprehensive3DSRStorage]
+    finally:
+        server_scp.shutdown()

@@ -9,7 +9,7 @@ def test_health_readiness_and_metrics(server):
         assert client.get("/readyz").status_code == 200
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
-        assert "bentoml_service_request" in metrics.text
+        assert "sitetune_http_requests_total" in metrics.text
         info = client.get("/v1/info").json()
         assert info["service"] == "sitetune" and info["version"]
 
@@ -23,7 +23,7 @@ def test_errors_are_json_with_code_and_message(server):
         response = client.post("/v1/info")
         assert response.status_code == 405
         assert response.json() == {
-            "error": {"code": "method_not_allowed", "message": "Method Not Allowed"}
+            "error": {"code": "method_not_allowed", "message": "POST is not allowed here"}
         }
         # unknown routes under the service's prefixes are JSON too
         for path in ("/v1/nothing-here", "/dicomweb/studies/1.2/series"):

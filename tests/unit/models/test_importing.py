@@ -49,11 +49,13 @@ def _weights(kind: str, network, folder):
 def test_every_form_registers_and_predicts_like_the_original(kind, registry, network, tmp_path):
     path = _weights(kind, network, tmp_path)
     assert detect(path) is WeightsKind(kind)
-    version = register_weights(registry, SMALL, path, actor="ops", reason="test")
+    version = register_weights(
+        registry, SMALL, path, actor="ops", reason="test", allow_torchscript=True
+    )
     assert version.onnx_path.is_file()
     batch = torch.rand(1, 1, 32, 32, 32)
     expected = TorchEngine(network)(batch)
-    restored = load_torch_network(version)
+    restored = load_torch_network(version, allow_torchscript=True)
     if kind == "onnx":
         assert restored is None and version.card.export["onnx_only"]
         actual = OrtEngine(version.onnx_path, providers=["CPUExecutionProvider"])(batch)
@@ -76,3 +78,50 @@ def test_garbage_and_mismatched_weights_are_refused(registry, tmp_path):
         register_weights(registry, SMALL, wrong, actor="ops", reason="test")
     assert err.value.code == "weights_mismatch"
     assert registry.names() == []  # nothing half-registered
+
+
+def test_torchscript_is_refused_unless_enabled_and_not_run_from_the_registry(
+    registry, network, tmp_path
+):
+    path = _weights("torchscript", network, tmp_path)
+    with pytest.raises(InvalidInput, match="SITETUNE_ALLOW_TORCHSCRIPT") as err:
+        register_weights(registry, SMALL, path, actor="ops", reason="test")
+    assert err.value.code == "torchscript_disabled" and registry.names() == []
+    version = register_weights(
+        registry, SMALL, path, actor="ops", reason="t", allow_torchscript=True
+    )
+    assert load_torch_network(version) is None  # served from its ONNX export instead
+
+
+def test_onnx_with_external_data_is_refused(registry, network, tmp_path):
+    import onnx
+
+    inline = _weights("onnx", network, tmp_path)
+    model = onnx.load(str(inline))
+    external = tmp_path / "external.onnx"
+    onnx.save(model, str(external), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)  # fmt: skip
+    with pytest.raises(InvalidInput) as err:
+        register_weights(registry, SMALL, external, actor="ops", reason="test")
+    assert err.value.code == "onnx_external_data"
+
+
+def test_a_bundle_whose_weights_declare_a_bomb_is_refused(registry, tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("b/models/model.pt", b"\0" * (64 << 20))  # 64 MiB of zeros: ratio ~1000
+    with pytest.raises(InvalidInput) as err:
+        register_weights(registry, SMALL, path, actor="ops", reason="test")
+    assert err.value.code == "payload_too_large"
+
+
+def test_card_numbers_are_bounded():
+    from pydantic import ValidationError
+
+    for update in ({"patch_size": (4096, 4096, 4096)}, {"spacing_mm": (0.0, 1.0, 1.0)}):
+        with pytest.raises(ValidationError):
+            SMALL.model_validate(SMALL.model_dump() | update)
+    huge = SMALL.model_dump()
+    huge["network"]["params"]["channels"] = [1 << 20]
+    with pytest.raises(ValidationError, match="channels"):
+        SMALL.model_validate(huge)
