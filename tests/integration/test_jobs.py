@@ -98,6 +98,16 @@ def test_job_end_to_end_registers_promotes_and_serves(server, site_zip, tmp_path
         assert card["metrics"]["site_evaluation"]["gate"]["passed"]
         logs = ops.get(f"/v1/jobs/{job_id}/logs")
         assert "epoch 2/2" in logs.text and int(logs.headers["X-Log-Offset"]) == len(logs.content)
+        # case names are often MRNs: neither the log nor the card carries them
+        with zipfile.ZipFile(site_zip) as z:
+            names = {
+                Path(n).name.split(".")[0].removesuffix("_0000")
+                for n in z.namelist()
+                if n.startswith("labelsTr/") and n.endswith(".nii.gz")
+            }
+        assert len(names) == 3 and evaluation["held_out_cases"][0].startswith("case-")
+        for text in (logs.text, json.dumps(card), json.dumps(result)):
+            assert not any(name in text for name in names), names
         # the next segmentation uses the promoted version, without a restart
         case = cardiac_phantom(77, "B", spacing=(2.0, 2.0, 2.0))
         upload = tmp_path / "case.nii.gz"
