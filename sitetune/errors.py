@@ -84,3 +84,15 @@ class NotFound(SitetuneError):
 class Conflict(SitetuneError):
     status = 409
     default_code = "conflict"
+
+
+class ServiceBusy(SitetuneError):
+    """Accepted work that cannot start now (the worker's memory budget is taken): try
+    again after ``retry_after`` seconds (sent as ``Retry-After``)."""
+
+    status = 503
+    default_code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 30, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sitetune.imaging.archive import ZipLimits
+from sitetune.imaging.volume import ImageLimits
 
 
 class Settings(BaseSettings):
@@ -95,6 +96,20 @@ class Settings(BaseSettings):
     pacs_max_request_bytes: int = Field(
         16 << 30, description="largest accepted STOW-RS request body (bytes)"
     )
+    max_input_voxels: int = Field(
+        1 << 28, description="most voxels an input may declare, all phases (413 beyond)"
+    )
+    max_inflated_bytes: int = Field(
+        4 << 30, description="most bytes a deflated DICOM dataset may inflate to (413 beyond)"
+    )
+    worker_memory_bytes: int = Field(
+        6 << 30,
+        description="memory one HTTP or PACS worker commits to analyses at once; an analysis "
+        "estimated above it is a 413, one that does not fit now waits, then 503",
+    )
+    admission_wait_seconds: float = Field(
+        30.0, ge=0, description="how long an analysis waits for memory before a 503"
+    )
     zip_max_total_bytes: int = 8 << 30
     zip_max_members: int = 20_000
     zip_max_ratio: float = 200.0
@@ -128,6 +143,10 @@ class Settings(BaseSettings):
             max_members=self.zip_max_members,
             max_ratio=self.zip_max_ratio,
         )
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.max_input_voxels, self.max_inflated_bytes)
 
     def prepare(self) -> None:
         """Create the local state folders, readable by the service user only (called by

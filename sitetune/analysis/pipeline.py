@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sitetune.analysis.admission import check_input
+from sitetune.analysis.admission import MemoryGate, check_input, estimated_bytes
 from sitetune.analysis.outputs import DicomOutputs, build_dicom_outputs
 from sitetune.analysis.tasks import (
     MEASURED_LABELS,
@@ -120,8 +120,9 @@ def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> 
 class Pipeline:
     """Segment and measure volumes with the models a `ModelServer` serves."""
 
-    def __init__(self, models: ModelServer) -> None:
+    def __init__(self, models: ModelServer, gate: MemoryGate | None = None) -> None:
         self.models = models
+        self.gate = gate or MemoryGate(1 << 62)  # unbounded unless a deployment sets one
 
     def choose(
         self, volume: Volume, task: Task, model: str | None, version: str | None
@@ -157,6 +158,7 @@ class Pipeline:
         """
         timings = dict(timings_ms or {})
         lesions = lesions.checked()
+        options = (thickness, lesions)
         chosen = None
         if task is None:
             if mask:
@@ -174,19 +176,23 @@ class Pipeline:
             if task is Task.SEGMENT:
                 raise InputError("a mask cannot be segmented; send an image", code="file_or_mask")
             labels = as_label_map(volume.array, MEASURED_LABELS[task])
-            chosen, backend, measured = None, None, labels
-        else:
-            chosen = (
-                self._admitted(volume, task, chosen)
-                if chosen
-                else self.choose(volume, task, model, version)
-            )
+            return self._measured(volume, task, labels, labels, None, None, timings, options)
+        chosen = (
+            self._admitted(volume, task, chosen)
+            if chosen
+            else self.choose(volume, task, model, version)
+        )
+        with self.gate.reserve(estimated_bytes(volume, chosen.card), "this analysis"):
             segmentation, backend = self.models.segment(volume, chosen)
             timings.update(segmentation.timings_ms)
             labels = segmentation.labels
             measured = (
                 labels if task is Task.SEGMENT else to_measured_labels(labels, chosen.card, task)
             )
+            return self._measured(volume, task, labels, measured, chosen, backend, timings, options)
+
+    def _measured(self, volume, task, labels, measured, chosen, backend, timings, options):
+        thickness, lesions = options
         started = time.perf_counter()
         measurement, maps = self._measure(
             task, volume, labels, measured, chosen, thickness, lesions

@@ -38,6 +38,7 @@ from sitetune.imaging.archive import ZipLimits
 from sitetune.imaging.load import load_volume
 from sitetune.imaging.nifti import load_nifti, save_nifti
 from sitetune.imaging.seg import seg_unavailable_reason
+from sitetune.imaging.volume import ImageLimits
 from sitetune.models.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -203,8 +204,15 @@ def predicted_outputs(result_id: str, analysis: Analysis) -> dict:
 class AnalysisResults:
     """Analyses stored as results, and their DICOM outputs built on first request."""
 
-    def __init__(self, store: ResultStore, registry: Registry, limits: ZipLimits | None) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        registry: Registry,
+        limits: ZipLimits | None,
+        image_limits: ImageLimits | None = None,
+    ) -> None:
         self.store, self.registry, self.limits = store, registry, limits
+        self.image_limits = image_limits
 
     def save(
         self,
@@ -319,7 +327,11 @@ class AnalysisResults:
         record = json.loads(record_path.read_text())
         try:
             source = load_volume(
-                folder / record["input"], series=record["series"], limits=self.limits, decode=False
+                folder / record["input"],
+                series=record["series"],
+                limits=self.limits,
+                decode=False,
+                image_limits=self.image_limits,
             )
             labels = load_nifti(folder / "mask.nii.gz").array
             version = self.registry.get(record["model"]["name"], int(record["model"]["version"]))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,11 +29,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from sitetune.errors import InvalidInput, UnsupportedInput
+from sitetune.errors import InvalidInput, PayloadTooLarge, UnsupportedInput
 from sitetune.imaging.archive import ZipLimits, is_zip, iter_zip_files
 from sitetune.imaging.volume import (
     LPS_TO_RAS,
     DicomSource,
+    ImageLimits,
     PhaseInfo,
     SliceSource,
     Volume,
@@ -43,6 +46,9 @@ logger = logging.getLogger(__name__)
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines
 POSITION_TOLERANCE_MM = 0.01  # a slice may sit this far from the regular grid
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+JPEG2000 = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+            "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,35 @@ def _looks_like_raw_dicom(data: bytes) -> bool:
     return len(data) > 8 and data[:2] in (b"\x08\x00", b"\x00\x08")
 
 
+def check_inflation(source, name: str, limit: int) -> None:
+    """A deflated dataset is inflated by pydicom in one go: inflate it here first, in
+    bounded steps, so a few kilobytes that expand to gigabytes are refused (413).
+    ``source``: the file's bytes or a binary file object (other syntaxes: nothing read
+    beyond the meta header)."""
+    stream = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    stream.seek(128)
+    if stream.read(4) != b"DICM":
+        return  # not Part 10: nothing says it is deflated
+    try:  # pydicom's public read_file_meta_info takes paths only
+        meta = pydicom.filereader._read_file_meta_info(stream)
+    except Exception:
+        return  # a damaged meta header: pydicom reports it
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return
+    stream.seek(132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0)))
+    inflater, seen = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    while block := stream.read(1 << 16):
+        chunk = inflater.decompress(block, 1 << 20)
+        while chunk:
+            seen += len(chunk)
+            if seen > limit:
+                raise PayloadTooLarge(
+                    f"{name}: the deflated dataset inflates past {limit} bytes",
+                    code="payload_too_large",
+                )
+            chunk = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+
+
 def _parse(data: bytes) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data))
@@ -270,7 +305,9 @@ def _parse(data: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(data), force=True)
 
 
-def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], list[str]]:
+def read_datasets(
+    sources: Iterable[tuple[str, bytes]], limits: ImageLimits | None = None
+) -> tuple[list[Dataset], list[str]]:
     """Parse ``(name, bytes)`` pairs; return the image datasets and their names.
 
     Files that are not DICOM at all (no preamble, no recognisable header) are skipped, as
@@ -285,6 +322,7 @@ def read_datasets(sources: Iterable[tuple[str, bytes]]) -> tuple[list[Dataset], 
     for name, data in sources:
         if Path(name).name.upper() == "DICOMDIR":
             continue
+        check_inflation(data, name, (limits or ImageLimits()).max_inflated_bytes)
         try:
             ds = _parse(data)
         except InvalidDicomError:
@@ -485,7 +523,39 @@ def _split_phases(frames: list[Frame], summaries: list[SeriesSummary]) -> list[l
     return [frames]  # repeated positions, no usable tag: _stack_geometry reports duplicates
 
 
+def _j2k_size(codestream: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG 2000 codestream's SIZ marker segment, or None."""
+    at = codestream.find(b"\xff\x4f\xff\x51")
+    if at < 0 or len(codestream) < at + 24:
+        return None
+    xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", codestream[at + 8 : at + 24])
+    return xsiz - xosiz, ysiz - yosiz
+
+
+def _check_codestream(ds: Dataset, name: str) -> None:
+    """A JPEG 2000 decoder allocates the image its codestream declares, whatever the DICOM
+    header says: that size is checked first (a 65535 x 65535 codestream is a 413)."""
+    if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) not in JPEG2000:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        first = next(
+            generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1))
+        )
+    except Exception:
+        return  # undecodable encapsulation: the decoder reports it as invalid pixel data
+    size = _j2k_size(first[:4096])
+    if size is not None and size[0] * size[1] > int(ds.Rows) * int(ds.Columns):
+        raise PayloadTooLarge(
+            f"{name}: the JPEG 2000 codestream declares {size[0]} x {size[1]} pixels, the "
+            f"header {ds.Columns} x {ds.Rows}; refused before decoding",
+            code="payload_too_large",
+        )
+
+
 def _decode(ds: Dataset, name: str) -> np.ndarray:
+    _check_codestream(ds, name)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError...
@@ -506,6 +576,7 @@ def volume_from_datasets(
     series: str | None = None,
     *,
     decode: bool = True,
+    limits: ImageLimits | None = None,
 ) -> Volume:
     """Assemble image datasets (one series, or the phases of one cardiac study) into a Volume.
 
@@ -515,6 +586,7 @@ def volume_from_datasets(
         series: a SeriesInstanceUID or SeriesNumber to pick when several series are present.
         decode: False for the geometry and source references only (building a SEG or SR
             later): the array is then a read-only zero view of the right shape.
+        limits: declared sizes refused before decoding (`PayloadTooLarge`).
 
     Raises:
         InvalidInput: inconsistent, incomplete, ambiguous or undecodable input.
@@ -524,6 +596,10 @@ def volume_from_datasets(
     datasets, names = _without_duplicates(datasets, names)
     datasets, names = _without_localizers(datasets, names)
     frames = [f for i, ds in enumerate(datasets) for f in _checked_frames(ds, i, names[i])]
+    limits = limits or ImageLimits()
+    declared = sum(f.size[0] * f.size[1] for f in frames)
+    if declared > limits.max_voxels:  # before a single frame is decoded
+        limits.check_voxels((declared,), f"the series ({len(frames)} frames of {frames[0].size})")
     split = _split_phases(frames, summaries)
     try:
         _check_same(frames, names)
@@ -609,6 +685,7 @@ def load_dicom(
     series: str | None = None,
     limits: ZipLimits | None = None,
     decode: bool = True,
+    image_limits: ImageLimits | None = None,
 ) -> Volume:
     """Load a DICOM series (or a multi-phase cardiac study) into a `Volume`
     (``decode=False``: geometry and headers only, see `volume_from_datasets`).
@@ -621,7 +698,7 @@ def load_dicom(
     """
     if not isinstance(source, str | Path):
         datasets = list(source)
-        return volume_from_datasets(datasets, series=series, decode=decode)
+        return volume_from_datasets(datasets, series=series, decode=decode, limits=image_limits)
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -632,5 +709,5 @@ def load_dicom(
         pairs = iter([(path.name, path.read_bytes())])
     else:
         raise UnsupportedInput(f"{path} is neither a folder, a zip nor a DICOM file")
-    datasets, names = read_datasets(pairs)
-    return volume_from_datasets(datasets, names, series=series, decode=decode)
+    datasets, names = read_datasets(pairs, image_limits)
+    return volume_from_datasets(datasets, names, series=series, decode=decode, limits=image_limits)

@@ -8,7 +8,7 @@ from sitetune.errors import UnsupportedInput
 from sitetune.imaging.archive import ZipLimits, is_zip
 from sitetune.imaging.dicom import load_dicom
 from sitetune.imaging.nifti import load_nifti
-from sitetune.imaging.volume import Volume
+from sitetune.imaging.volume import ImageLimits, Volume
 
 _GZIP = b"\x1f\x8b"
 
@@ -37,6 +37,7 @@ def load_volume(
     modality: str | None = None,
     limits: ZipLimits | None = None,
     decode: bool = True,
+    image_limits: ImageLimits | None = None,
 ) -> Volume:
     """Load any supported upload into a `Volume` (see `sitetune.imaging.volume`).
 
@@ -47,9 +48,10 @@ def load_volume(
         modality: the modality of a NIfTI image, which NIfTI does not record.
         limits: bounds applied to zip uploads.
         decode: False to read DICOM geometry and headers only (no pixel decoding).
+        image_limits: sizes the input may declare (`PayloadTooLarge` beyond them).
     """
     path = Path(path)
     kind = sniff(path)
     if kind == "nifti":
-        return load_nifti(path, modality=modality)
-    return load_dicom(path, series=series, limits=limits, decode=decode)
+        return load_nifti(path, modality=modality, limits=image_limits)
+    return load_dicom(path, series=series, limits=limits, decode=decode, image_limits=image_limits)

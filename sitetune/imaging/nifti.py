@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from sitetune.errors import InvalidInput, UnsupportedInput
-from sitetune.imaging.volume import PhaseInfo, Volume
+from sitetune.imaging.volume import ImageLimits, PhaseInfo, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,9 @@ def _nifti_affine(img: nib.Nifti1Image) -> np.ndarray:
     return np.diag([*img.header.get_zooms()[:3], 1.0])
 
 
-def load_nifti(path: Path | str, *, modality: str | None = None) -> Volume:
+def load_nifti(
+    path: Path | str, *, modality: str | None = None, limits: ImageLimits | None = None
+) -> Volume:
     """Read a 3D or 4D NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into a `Volume`.
 
     The array keeps nibabel's ``[i, j, k(, t)]`` order; scaling (scl_slope/inter) is
@@ -37,6 +39,7 @@ def load_nifti(path: Path | str, *, modality: str | None = None) -> Volume:
     Raises:
         UnsupportedInput: the file is not NIfTI.
         InvalidInput: the file is truncated, or has fewer than 3 / more than 4 dimensions.
+        PayloadTooLarge: the header declares more voxels than ``limits`` allow.
     """
     path = Path(path)
     try:
@@ -52,6 +55,9 @@ def load_nifti(path: Path | str, *, modality: str | None = None) -> Volume:
         shape = (*shape, 1)
     if len(shape) not in (3, 4):
         raise InvalidInput(f"{path.name} has shape {img.shape}; a 3D or 4D image is required")
+    # the header's dims, checked before the array is allocated (a 2 MiB .nii.gz can
+    # declare 1024 x 1024 x 1536 voxels; gzip only yields what the header asks for)
+    (limits or ImageLimits()).check_voxels(shape, path.name)
     try:
         array = np.asarray(img.dataobj).reshape(shape)  # scl_slope/inter applied by nibabel
         if not np.issubdtype(array.dtype, np.integer):

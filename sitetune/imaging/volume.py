@@ -27,6 +27,27 @@ import numpy as np
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an input may *declare* before anything is allocated for it: sizes in headers
+    (NIfTI dims, DICOM rows x columns x frames, a JPEG 2000 codestream's image size) and
+    bytes that decompress (deflated DICOM). Over them: `PayloadTooLarge` (413)."""
+
+    max_voxels: int = 1 << 28  # every phase together (268 M voxels: 1 GiB as float32)
+    max_inflated_bytes: int = 4 << 30  # one deflated DICOM dataset, inflated
+
+    def check_voxels(self, shape, what: str) -> None:
+        from sitetune.errors import PayloadTooLarge
+
+        voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
+        if voxels > self.max_voxels:
+            raise PayloadTooLarge(
+                f"{what} declares {' x '.join(str(int(n)) for n in shape)} = {voxels} voxels; "
+                f"at most {self.max_voxels} are accepted (SITETUNE_MAX_INPUT_VOXELS)",
+                code="payload_too_large",
+            )
+
+
 class WorldFrame(StrEnum):
     """World coordinate systems an input can come with."""
 

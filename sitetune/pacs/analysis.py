@@ -19,6 +19,7 @@ from sitetune.analysis.pipeline import Pipeline
 from sitetune.analysis.tasks import Task
 from sitetune.errors import InvalidInput
 from sitetune.imaging.dicom import read_datasets, volume_from_datasets
+from sitetune.imaging.volume import ImageLimits
 
 MEASUREMENT_KEY = {Task.WALL_THICKNESS: "thickness", Task.LESION_VOLUME: "lesions"}
 
@@ -29,12 +30,18 @@ class AnalysisOutput:
     files: list[dict]  # {kind: "seg"|"sr", name, path, sop_instance_uid}
 
 
-def analyse(files: list[Path], pipeline: Pipeline, model: str, folder: Path) -> AnalysisOutput:
+def analyse(
+    files: list[Path],
+    pipeline: Pipeline,
+    model: str,
+    folder: Path,
+    limits: ImageLimits | None = None,
+) -> AnalysisOutput:
     """Segment and measure the instances in ``files`` with ``model``'s production version;
     write the SEG(s) and SR under ``folder``."""
     started = time.perf_counter()
-    datasets, names = read_datasets((p.name, p.read_bytes()) for p in files)
-    volume = volume_from_datasets(datasets, names)
+    datasets, names = read_datasets(((p.name, p.read_bytes()) for p in files), limits)
+    volume = volume_from_datasets(datasets, names, limits=limits)
     timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
     analysis = pipeline.run(volume, None, model=model, timings_ms=timings)
     task = analysis.task

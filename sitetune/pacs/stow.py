@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from sitetune.errors import InputError, PayloadTooLarge, UnsupportedInput
+from sitetune.imaging.dicom import check_inflation
 
 DICOM_MEDIA_TYPE = "application/dicom"
 PIXEL_DATA = 0x7FE00010
@@ -186,9 +187,17 @@ def _pixel_bytes_present(ds: Dataset, path: Path) -> int:
     return max(path.stat().st_size - raw.value_tell, 0)
 
 
-def check_instance(part: ReceivedPart, study_uid: str | None = None) -> CheckedInstance:
-    """Read a part's header and check it is a storable instance (see the module doc)."""
+def check_instance(
+    part: ReceivedPart, study_uid: str | None = None, max_inflated_bytes: int = 4 << 30
+) -> CheckedInstance:
+    """Read a part's header and check it is a storable instance (see the module doc); a
+    deflated instance that inflates past ``max_inflated_bytes`` is refused unparsed."""
     checked = CheckedInstance(part)
+    try:
+        with part.path.open("rb") as stream:
+            check_inflation(stream, "the instance", max_inflated_bytes)
+    except PayloadTooLarge as error:
+        return _failed(checked, CANNOT_UNDERSTAND, error.message)
     try:
         ds = pydicom.dcmread(part.path, defer_size=_DEFER_BYTES)  # pixels are not read
         checked.sop_class_uid = str(

@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+from sitetune.analysis.admission import MemoryGate
 from sitetune.analysis.pipeline import Pipeline
 from sitetune.analysis.results import ResultStore
 from sitetune.db import make_engine
@@ -43,7 +44,10 @@ class PacsWorker:
         self.settings = settings
         self.store = PacsStore(engine, artifacts)
         self.config = config or load_config(settings.resolved_pacs_config)
-        self.pipeline = Pipeline(ModelServer.from_settings(Registry(engine, artifacts), settings))
+        self.pipeline = Pipeline(
+            ModelServer.from_settings(Registry(engine, artifacts), settings),
+            MemoryGate(settings.worker_memory_bytes, settings.admission_wait_seconds),
+        )
         self.identity = worker_identity()
         self.stopping = threading.Event()
         self.retention = datetime.timedelta(hours=settings.results_retention_hours)
@@ -86,7 +90,7 @@ class PacsWorker:
             if route is None:
                 raise SitetuneError(f"route {analysis.route!r} is no longer configured")
             files = self.store.series_files(analysis)
-            output = analyse(files, self.pipeline, route.model, folder)
+            output = analyse(files, self.pipeline, route.model, folder, self.settings.image_limits)
         except SitetuneError as error:
             logger.warning("analysis %s failed: %s", analysis.id, error.message)
             return self.store.finish(analysis.id, error=f"{error.code}: {error.message}")

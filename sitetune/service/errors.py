@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sitetune.errors import SitetuneError
+from sitetune.errors import ServiceBusy, SitetuneError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,10 @@ def error_response(status: int, code: str, message: str, details=None) -> JSONRe
 
 
 async def _domain_error(_: Request, exc: SitetuneError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, ServiceBusy):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -45,7 +45,10 @@ async def _stow(request: Request, study_uid: str | None) -> Response:
                 f"parts must be {DICOM_MEDIA_TYPE}; got {foreign}: nothing was stored",
                 code="unsupported_media_type",
             )
-        checked = await run_in_threadpool(lambda: [check_instance(p, study_uid) for p in parts])
+        inflated = app.settings.max_inflated_bytes
+        checked = await run_in_threadpool(
+            lambda: [check_instance(p, study_uid, inflated) for p in parts]
+        )
         stored = [item for item in checked if item.failure is None]
         series = await run_in_threadpool(app.pacs.accept, stored)
         await run_in_threadpool(app.pacs.end_request, series)

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sitetune.analysis.admission import MemoryGate
 from sitetune.analysis.pipeline import Pipeline
 from sitetune.analysis.results import AnalysisResults, ResultStore
 from sitetune.db import make_engine
@@ -47,9 +48,11 @@ class AppState:
         return cls(
             settings=settings,
             registry=registry,
-            results=AnalysisResults(store, registry, settings.zip_limits),
+            results=AnalysisResults(store, registry, settings.zip_limits, settings.image_limits),
             models=models,
-            pipeline=Pipeline(models),
+            pipeline=Pipeline(
+                models, MemoryGate(settings.worker_memory_bytes, settings.admission_wait_seconds)
+            ),
             principals=PrincipalStore(engine),
             jobs=JobStore(engine, artifacts),
             pacs=PacsStore(engine, artifacts),

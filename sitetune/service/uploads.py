@@ -88,7 +88,9 @@ def analyse_upload(
     started = time.perf_counter()
     settings = app.settings
     with saved_upload(upload, settings.data_dir / "tmp", settings.max_upload_bytes, field) as path:
-        volume = load_volume(path, series=series, limits=settings.zip_limits)
+        volume = load_volume(
+            path, series=series, limits=settings.zip_limits, image_limits=settings.image_limits
+        )
         timings = {"load": round(1000 * (time.perf_counter() - started), 1)}
         analysis = app.pipeline.run(
             volume, task, model=model, version=version, mask=has_mask,

@@ -10,7 +10,7 @@ from sitetune.analysis.admission import check_input
 from sitetune.errors import InvalidInput
 from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.imaging.load import load_volume
-from sitetune.imaging.volume import Volume
+from sitetune.imaging.volume import PhaseInfo, Volume
 from sitetune.models.card import InputLimits
 from sitetune.training.base import BASE_CARDS, Family
 
@@ -63,3 +63,51 @@ def test_a_localizer_series_is_refused(small_cardiac_3d, tmp_path):
     assert _refused(load_volume(tmp_path)).code == "localizer"
     lenient = LV.model_copy(update={"input_limits": InputLimits(refuse_localizers=False)})
     check_input(load_volume(tmp_path), lenient, "lv-ct:1")
+
+
+def test_the_memory_estimate_grows_with_voxels_phases_and_classes():
+    from sitetune.analysis.admission import estimated_bytes
+
+    small = estimated_bytes(_volume((64, 64, 64), (1.0, 1.0, 1.0)), LV)
+    large = estimated_bytes(_volume((256, 256, 256), (1.0, 1.0, 1.0)), LV)
+    assert 50 < large / small < 80  # 64x the voxels
+    four_d = Volume(np.zeros((64, 64, 64, 4), np.float32), np.eye(4), modality="CT",
+                    phases=tuple(PhaseInfo(t) for t in range(4)))  # fmt: skip
+    assert estimated_bytes(four_d, LV) > small
+    assert large > 256**3 * 4 * LV.out_channels  # at least the resampled probabilities
+
+
+def test_the_memory_gate_refuses_the_impossible_queues_then_503s():
+    import threading
+    import time
+
+    from sitetune.analysis.admission import MemoryGate
+    from sitetune.errors import PayloadTooLarge, ServiceBusy
+
+    gate = MemoryGate(100, wait_seconds=0.3)
+    with pytest.raises(PayloadTooLarge) as too_big, gate.reserve(101, "this analysis"):
+        pass
+    assert too_big.value.code == "over_memory_budget"
+    with gate.reserve(60, "a"):
+        started = time.perf_counter()
+        with pytest.raises(ServiceBusy) as busy, gate.reserve(60, "b"):
+            pass
+        assert time.perf_counter() - started >= 0.25 and busy.value.retry_after >= 1
+        with gate.reserve(40, "c"):  # fits beside
+            assert gate.used == 100
+    waiting = []
+
+    def later():
+        with gate.reserve(100, "e"):
+            waiting.append(gate.used)
+
+    with gate.reserve(50, "d"):
+        thread = threading.Thread(target=later)
+        thread.start()
+        time.sleep(0.1)
+        assert waiting == []  # queued until d ends
+    thread.join(2)
+    assert waiting == [100]
+    with gate.reserve(100, "f"):  # everything was released
+        assert gate.used == 100
+    assert gate.used == 0
