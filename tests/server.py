@@ -20,6 +20,7 @@ from tests.integration.orthanc import Orthanc, free_port, orthanc_missing
 
 TOKENS = {"clinical": "clinical-test-token", "pacs": "pacs-test-token", "ops": "ops-test-token"}
 MAX_UPLOAD_BYTES = 48 << 20
+MAX_INFLATED_BYTES = 256 << 20  # so a deflate bomb the tests can build in seconds exceeds it
 WORKERS = 2
 # Ports of the Orthanc instances the PACS tests start (the service's routing file names
 # them before they exist: "later" is a destination that is down until a test starts it).
@@ -141,6 +142,7 @@ def server(tmp_path_factory) -> Server:
         SITETUNE_PACS_SETTLE_SECONDS="1",
         SITETUNE_PACS_RETRY_SECONDS="1",
         SITETUNE_PACS_RETRY_MAX_SECONDS="2",
+        SITETUNE_MAX_INFLATED_BYTES=str(MAX_INFLATED_BYTES),
     )
     serve = Path(sys.executable).parent / "sitetune-serve"
     with log.open("w") as out:

@@ -10,6 +10,7 @@ import socket
 import uuid
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 
 from tests.server import MAX_UPLOAD_BYTES, TOKENS
@@ -210,3 +211,64 @@ def test_torchscript_upload_is_refused_by_default(server, tmp_path):
         )
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "torchscript_disabled"
+
+
+# -- bombs and load: no input makes a worker exceed its budget -------------------------------
+def _worker_rss(pid: int) -> int:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss
+
+
+@pytest.mark.parametrize("bomb", ["nifti", "deflated_dicom", "j2k_codestream"])
+def test_bombs_are_refused_fast_and_the_worker_stays_small(server, tmp_path, bomb):
+    import time
+
+    from tests.server import MAX_INFLATED_BYTES
+    from tests.unit.imaging.test_bombs import deflated_bomb, j2k_bomb, nifti_bomb
+
+    path = {
+        "nifti": lambda: nifti_bomb(tmp_path / "bomb.nii.gz"),
+        "deflated_dicom": lambda: deflated_bomb(tmp_path / "bomb.dcm", 2 * MAX_INFLATED_BYTES),
+        "j2k_codestream": lambda: j2k_bomb(tmp_path / "j2k.dcm"),
+    }[bomb]()
+    with server.client("clinical") as client:
+        before = {}
+        for _ in range(6):  # both workers' resident size before
+            answer = client.get("/v1/whoami")
+            pid = int(answer.headers["X-Sitetune-Worker"])
+            before[pid] = _worker_rss(pid)
+        started = time.perf_counter()
+        response = client.post("/v1/segment", files={"file": (path.name, path.read_bytes())},
+                               data={"model": "lv-ct"})  # fmt: skip
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large" and elapsed < 5
+    pid = int(response.headers["X-Sitetune-Worker"])
+    assert _worker_rss(pid) < before.get(pid, _worker_rss(pid)) + (512 << 20)
+
+
+def test_eight_concurrent_256_cubed_requests_complete_or_get_503(server, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sitetune.imaging.nifti import save_nifti
+    from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+
+    case = cardiac_phantom(77, "A", spacing=(1.0, 1.0, 1.0), fov_mm=(256.0, 256.0, 256.0))
+    path = save_nifti(case.image.array.astype(np.int16), tmp_path / "big.nii.gz",
+                      affine=case.image.affine)  # fmt: skip
+    data = path.read_bytes()
+
+    def post(_):
+        with server.client("clinical") as client:
+            response = client.post("/v1/segment", files={"file": ("big.nii.gz", data)},
+                                   data={"model": "lv-ct"})  # fmt: skip
+            return response.status_code, response.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert all(status in (200, 503) for status, _ in answers), answers
+    assert all(retry for status, retry in answers if status == 503)
+    assert any(status == 200 for status, _ in answers)
+    with server.client() as client:  # the workers are alive, none was OOM-killed
+        assert client.get("/readyz").status_code == 200
