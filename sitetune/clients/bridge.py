@@ -58,7 +58,7 @@ class Bridge:
         spool: Path,
         *,
         ae_title: str = "SITETUNE",
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = 11112,
         allowed_callers: list[str] | None = None,
         idle_seconds: float = 30.0,

@@ -300,6 +300,13 @@ def _tokens_parser(commands: argparse._SubParsersAction) -> None:
 def _bridge(client: SitetuneClient, args: argparse.Namespace) -> int:
     from sitetune.clients.bridge import Bridge  # pynetdicom only for this command
 
+    if not args.allow and not args.allow_any_caller:
+        print(
+            "error: name the PACS that may send with --allow AE_TITLE (repeat it), or pass "
+            "--allow-any-caller",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Bridge(
         client.base_url,
@@ -320,10 +327,19 @@ def _bridge_parser(commands: argparse._SubParsersAction) -> None:
     _global_options(bridge, suppress=True)
     bridge.set_defaults(handler=_bridge)
     bridge.add_argument("--ae-title", default="SITETUNE", help="called AE title to answer")
-    bridge.add_argument("--host", default="0.0.0.0", help="listen address (default all)")
+    bridge.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen address (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     bridge.add_argument("--port", type=int, default=11112, help="listen port (default 11112)")
     bridge.add_argument(
-        "--allow", action="append", metavar="AE", help="accept only these calling AE titles"
+        "--allow", action="append", metavar="AE", help="a calling AE title to accept (repeat)"
+    )
+    bridge.add_argument(
+        "--allow-any-caller",
+        action="store_true",
+        help="accept associations from any calling AE title (default: only --allow ones)",
     )
     bridge.add_argument(
         "--spool", default="var/bridge-spool", help="where instances wait to be forwarded"

@@ -191,7 +191,8 @@ def bridge(server, tmp_path):
     cli = Path(sys.executable).parent / "sitetune"
     proc = subprocess.Popen(
         [str(cli), "bridge", "--port", str(port), "--host", "127.0.0.1", "--ae-title",
-         "SITETUNE", "--spool", str(tmp_path / "spool"), "--idle-seconds", "5"],
+         "SITETUNE", "--spool", str(tmp_path / "spool"), "--idle-seconds", "5",
+         "--allow", "ECHOSCU", "--allow", "DCMSEND"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     echo = shutil.which("echoscu")
@@ -231,8 +232,18 @@ def test_bridge_answers_echo_only_to_its_ae_title(bridge):
                         capture_output=True)  # fmt: skip
     wrong = subprocess.run(["echoscu", "-aec", "SOMEONE", "127.0.0.1", str(bridge)],
                            capture_output=True)  # fmt: skip
+    stranger = subprocess.run(["echoscu", "-aet", "STRANGER", "-aec", "SITETUNE", "127.0.0.1",
+                               str(bridge)], capture_output=True)  # fmt: skip
     assert ok.returncode == 0
     assert wrong.returncode != 0, "an association called with another AE title is rejected"
+    assert stranger.returncode != 0, "a calling AE title not --allow'ed is rejected"
+
+
+def test_the_bridge_needs_its_callers_named(capsys):
+    from sitetune.clients.cli import main
+
+    assert main(["bridge", "--port", "0"]) == 2
+    assert "--allow" in capsys.readouterr().err
 
 
 # -- STOW-RS edge cases, straight to the service ----------------------------------------
