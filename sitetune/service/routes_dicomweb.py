@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +31,7 @@ from sitetune.service.uploads import temporary_folder
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
+Limit = Annotated[int, Query(ge=1, le=10_000, description="at most this many rows")]
 
 
 async def _stow(request: Request, study_uid: str | None) -> Response:
@@ -79,13 +81,13 @@ async def stow_study(request: Request, study_uid: str, _: Pacs) -> Response:
 
 
 @router.get("/v1/pacs/series")
-def pacs_series(request: Request, _: Pacs, limit: int = 200) -> dict:
+def pacs_series(request: Request, _: Pacs, limit: Limit = 200) -> dict:
     """Received series, newest first, with their state, route and analysis."""
     return {"series": state(request).pacs.list_series(limit)}
 
 
 @router.get("/v1/pacs/analyses")
-def pacs_analyses(request: Request, _: Pacs, limit: int = 100) -> dict:
+def pacs_analyses(request: Request, _: Pacs, limit: Limit = 100) -> dict:
     return {"analyses": [a.to_json() for a in state(request).pacs.list_analyses(limit)]}
 
 
@@ -118,7 +120,7 @@ def pacs_analysis_file(request: Request, analysis_id: str, name: str, _: Pacs):
 
 
 @router.get("/v1/pacs/deliveries")
-def pacs_deliveries(request: Request, _: Pacs, limit: int = 200) -> dict:
+def pacs_deliveries(request: Request, _: Pacs, limit: Limit = 200) -> dict:
     return {"deliveries": [d.to_json() for d in state(request).pacs.list_deliveries(limit)]}
 
 

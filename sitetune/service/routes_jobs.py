@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
@@ -106,7 +106,9 @@ def cancel_job(request: Request, job_id: str, _: Ops) -> dict:
 
 
 @router.get("/v1/jobs/{job_id}/logs")
-def job_logs(request: Request, job_id: str, _: Ops, offset: int = 0) -> PlainTextResponse:
+def job_logs(
+    request: Request, job_id: str, _: Ops, offset: Annotated[int, Query(ge=0, le=1 << 40)] = 0
+) -> PlainTextResponse:
     """The job's log from byte ``offset``; ``X-Log-Offset`` is where to continue."""
     jobs = state(request).jobs
     jobs.get(job_id)
