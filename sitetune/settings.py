@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 3000
+    tls_certfile: Path | None = Field(None, description="serve HTTPS with this certificate (PEM)")
+    tls_keyfile: Path | None = Field(None, description="the certificate's private key (PEM)")
+    tls_client_ca: Path | None = Field(
+        None, description="require client certificates signed by this CA (PEM; mutual TLS)"
+    )
     max_upload_bytes: int = Field(4 << 30, description="largest accepted upload (bytes)")
     tokens: str | None = Field(
         None,

@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    scheme = "https" if settings.tls_certfile else "http"
+    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
+        print("sitetune: cannot start: set both TLS_CERTFILE and TLS_KEYFILE", file=sys.stderr)
+        return 2
     print(
-        f"sitetune: serving on http://{host}:{port} with {workers} worker(s) "
+        f"sitetune: serving on {scheme}://{host}:{port} with {workers} worker(s) "
         f"(state in {settings.data_dir.resolve()})",
         file=sys.stderr,
         flush=True,
@@ -52,7 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     # home per deployment, so two services on one host do not wipe each other's metrics.
     env.setdefault("BENTOML_HOME", str((settings.data_dir / "bentoml").resolve()))
     overrides = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
-    env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.sitetune.workers={workers}"])
+    overrides.append(f"services.sitetune.workers={workers}")
+    if settings.tls_certfile:  # HTTPS: BentoML's ssl options (uvicorn's)
+        overrides += [
+            "services.sitetune.ssl.enabled=true",
+            f"services.sitetune.ssl.certfile={settings.tls_certfile.resolve()}",
+            f"services.sitetune.ssl.keyfile={settings.tls_keyfile.resolve()}",
+        ]
+        if settings.tls_client_ca:  # clients must present a certificate signed by it
+            overrides += [
+                f"services.sitetune.ssl.ca_certs={settings.tls_client_ca.resolve()}",
+                "services.sitetune.ssl.cert_reqs=2",  # ssl.CERT_REQUIRED
+            ]
+    env["BENTOML_CONFIG_OPTIONS"] = " ".join(overrides)
     for enabled, command in (
         (settings.embedded_worker, "sitetune-worker"),
         (settings.embedded_pacs_worker, "sitetune-pacs"),

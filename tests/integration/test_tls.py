@@ -1,0 +1,107 @@
+"""TLS for the HTTP service, with a locally generated CA (openssl): HTTPS with the CA
+works, plain HTTP does not, and with a client CA configured a client needs its
+certificate (mutual TLS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.orthanc import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def tls(ca: Path | None = None, client: tuple[str, str] | None = None) -> ssl.SSLContext:
+    """A client TLS context trusting ``ca`` (else the system's), presenting ``client``."""
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if client:
+        context.load_cert_chain(*client)
+    return context
+
+
+def make_ca(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost / 127.0.0.1 and a client certificate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.pem", "-days", "2", "-subj", "/CN=sitetune test CA", cwd=folder)  # fmt: skip
+    (folder / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                 f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)  # fmt: skip
+        extra = ["-extfile", "san.cnf"] if name == "server" else []
+        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
+        _openssl("x509", "-req", "-in", f"{name}.csr", *sign, "-out", f"{name}.pem", *extra,
+                 cwd=folder)  # fmt: skip
+    return {p.stem + p.suffix: p for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tls")
+    certs = make_ca(root / "certs")
+    port = free_port()
+    env = dict(
+        os.environ,
+        SITETUNE_DATA_DIR=str(root / "data"),
+        SITETUNE_PORT=str(port),
+        SITETUNE_TOKENS="ops=tls-ops-token",
+        SITETUNE_EMBEDDED_WORKER="false",
+        SITETUNE_EMBEDDED_PACS_WORKER="false",
+        SITETUNE_TLS_CERTFILE=str(certs["server.pem"]),
+        SITETUNE_TLS_KEYFILE=str(certs["server.key"]),
+        SITETUNE_TLS_CLIENT_CA=str(certs["ca.pem"]),
+    )
+    log = (root / "server.log").open("w")
+    serve = str(Path(sys.executable).parent / "sitetune-serve")
+    proc = subprocess.Popen([serve], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    base = f"https://127.0.0.1:{port}"
+    client_cert = (str(certs["client.pem"]), str(certs["client.key"]))
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                context = tls(certs["ca.pem"], client_cert)
+                ready = httpx.get(f"{base}/readyz", verify=context, timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail((root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield base, certs, client_cert
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_https_with_the_ca_and_a_client_certificate_works(tls_server):
+    base, certs, client_cert = tls_server
+    with httpx.Client(verify=tls(certs["ca.pem"], client_cert)) as client:
+        me = client.get(f"{base}/v1/whoami", headers={"Authorization": "Bearer tls-ops-token"})
+    assert me.status_code == 200 and me.json()["name"] == "ops"
+
+
+def test_plain_http_unknown_cas_and_missing_client_certificates_are_refused(tls_server):
+    base, certs, client_cert = tls_server
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(base.replace("https", "http") + "/readyz", timeout=5)
+    with pytest.raises(httpx.HTTPError):  # the server's certificate is not trusted
+        httpx.get(f"{base}/readyz", verify=tls(None, client_cert), timeout=5)
+    with pytest.raises(httpx.HTTPError):  # mutual TLS: no client certificate
+        httpx.get(f"{base}/readyz", verify=tls(certs["ca.pem"]), timeout=5)
