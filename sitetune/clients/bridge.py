@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class Bridge:
         idle_seconds: float = 30.0,
         retry_seconds: float = 5.0,
         retry_max_seconds: float = 300.0,
+        tls: tuple[str, str] | None = None,
+        tls_client_ca: str | None = None,
+        service_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = service_url.rstrip("/") + "/dicomweb"
         self.headers = headers
@@ -72,6 +76,7 @@ class Bridge:
         self.allowed_callers = allowed_callers or None
         self.idle_seconds = idle_seconds
         self.retry_seconds, self.retry_max_seconds = retry_seconds, retry_max_seconds
+        self.tls, self.tls_client_ca, self.service_tls = tls, tls_client_ca, service_tls
         self._studies: dict[str, _Study] = {}
         self._by_association: dict[int, set[str]] = {}
         self._lock = threading.Lock()
@@ -132,7 +137,7 @@ class Bridge:
             shutil.rmtree(folder, ignore_errors=True)
             return True
         try:
-            response = stow(self.url, files, self.headers)
+            response = stow(self.url, files, self.headers, verify=self.service_tls or True)
         except httpx.HTTPError as error:
             return self._later(study_uid, f"{type(error).__name__}: {error}")
         if response.status_code in (200, 202):
@@ -198,7 +203,9 @@ class Bridge:
             (evt.EVT_RELEASED, self._on_association_end),
             (evt.EVT_ABORTED, self._on_association_end),
         ]
-        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self._server = ae.start_server(
+            (self.host, self.port), block=False, evt_handlers=handlers, ssl_context=self._tls()
+        )
         self._forwarder = threading.Thread(target=self._forward_loop, name="forwarder", daemon=True)
         self._forwarder.start()
         logger.info(
@@ -206,6 +213,18 @@ class Bridge:
             self.ae_title, self.host, self.port, self.url,
         )  # fmt: skip
         return self
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """DICOM TLS (PS3.15 B.1): the bridge's certificate, and with ``tls_client_ca``
+        only callers presenting a certificate it signed."""
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self.tls)
+        if self.tls_client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.tls_client_ca)
+        return context
 
     def stop(self) -> None:
         self._stopping.set()

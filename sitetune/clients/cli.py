@@ -43,6 +43,9 @@ class ClientSettings(BaseSettings):
 
     url: str = "http://127.0.0.1:3000"
     token: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None  # with client_key: mutual TLS
+    client_key: str | None = None
 
 
 # -- commands: each calls the client and prints; returns the exit code -----------------
@@ -209,6 +212,9 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
     parser.add_argument("--token", help="bearer token (default: $SITETUNE_TOKEN)", **default)
     parser.add_argument(
+        "--ca-file", help="CA of an HTTPS service (default: $SITETUNE_CA_FILE)", **default
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the service's JSON answer", **default
     )
 
@@ -317,6 +323,9 @@ def _bridge(client: SitetuneClient, args: argparse.Namespace) -> int:
         port=args.port,
         allowed_callers=args.allow,
         idle_seconds=args.idle_seconds,
+        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        tls_client_ca=args.tls_client_ca,
+        service_tls=client.tls,
     ).serve_forever()
     return 0
 
@@ -335,6 +344,11 @@ def _bridge_parser(commands: argparse._SubParsersAction) -> None:
     bridge.add_argument("--port", type=int, default=11112, help="listen port (default 11112)")
     bridge.add_argument(
         "--allow", action="append", metavar="AE", help="a calling AE title to accept (repeat)"
+    )
+    bridge.add_argument("--tls-cert", help="DICOM TLS: the bridge's certificate (PEM)")
+    bridge.add_argument("--tls-key", help="DICOM TLS: its private key (PEM)")
+    bridge.add_argument(
+        "--tls-client-ca", help="DICOM TLS: accept only callers with a certificate this CA signed"
     )
     bridge.add_argument(
         "--allow-any-caller",
@@ -372,8 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ClientSettings()
     url = args.url or settings.url
     token = args.token if args.token is not None else settings.token
+    ca_file = getattr(args, "ca_file", None) or settings.ca_file
     try:
-        with SitetuneClient(url, token) as client:
+        pair = (settings.client_cert, settings.client_key) if settings.client_cert else None
+        with SitetuneClient(url, token, ca_file=ca_file, client_cert=pair) as client:
             return args.handler(client, args)
     except SitetuneConnectionError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ a server that cannot be reached raises `SitetuneConnectionError`.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,25 @@ class LogChunk:
 class SitetuneClient:
     """Client of one sitetune service; ``token`` is sent as ``Authorization: Bearer``."""
 
-    def __init__(self, base_url: str, token: str | None, timeout: float = 300) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        timeout: float = 300,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.auth_headers = headers
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        # an HTTPS service's CA (else the system's trust store), and the client certificate
+        # a service with mutual TLS asks for
+        self.tls = ssl.create_default_context(cafile=ca_file)
+        if client_cert:
+            self.tls.load_cert_chain(*client_cert)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, verify=self.tls
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -5,6 +5,7 @@ reason an operator can act on otherwise."""
 from __future__ import annotations
 
 import datetime
+import ssl
 import uuid
 from pathlib import Path
 
@@ -40,9 +41,15 @@ _TRANSIENT_HTTP = {408, 425, 429}
 
 
 def stow(
-    url: str, files: list[Path], headers: dict[str, str] | None = None, timeout: float = 60.0
+    url: str,
+    files: list[Path],
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    verify: bool | str | ssl.SSLContext = True,
 ) -> httpx.Response:
-    """POST ``files`` to ``<url>/studies`` as one STOW-RS request (streamed, chunked)."""
+    """POST ``files`` to ``<url>/studies`` as one STOW-RS request (streamed, chunked);
+    ``verify``: an HTTPS peer's certificate is checked (a CA file, a TLS context that may
+    also present a client certificate, or the system's trust store)."""
     boundary = f"sitetune-{uuid.uuid4().hex}"
     request_headers = {
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
@@ -54,6 +61,7 @@ def stow(
         content=multipart_body(files, boundary),
         headers=request_headers,
         timeout=timeout,
+        verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
     )
 
 

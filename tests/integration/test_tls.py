@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 
 from tests.integration.orthanc import free_port
@@ -105,3 +106,59 @@ def test_plain_http_unknown_cas_and_missing_client_certificates_are_refused(tls_
         httpx.get(f"{base}/readyz", verify=tls(None, client_cert), timeout=5)
     with pytest.raises(httpx.HTTPError):  # mutual TLS: no client certificate
         httpx.get(f"{base}/readyz", verify=tls(certs["ca.pem"]), timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
+def test_the_dimse_bridge_speaks_dicom_tls_and_forwards_over_https(tls_server, tmp_path):
+    """dcmtk's storescu sends over DICOM TLS with a client certificate; the bridge
+    forwards over HTTPS (verifying the service with the CA) and the series arrives."""
+    from sitetune.imaging.dicom_write import write_dicom_series
+    from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+
+    base, certs, client_cert = tls_server
+    port = free_port()
+    env = dict(os.environ, SITETUNE_URL=base, SITETUNE_TOKEN="tls-ops-token",
+               SITETUNE_CA_FILE=str(certs["ca.pem"]), SITETUNE_CLIENT_CERT=client_cert[0],
+               SITETUNE_CLIENT_KEY=client_cert[1])  # fmt: skip
+    cli = Path(sys.executable).parent / "sitetune"
+    log = (tmp_path / "bridge.log").open("w")
+    bridge = subprocess.Popen(
+        [str(cli), "bridge", "--port", str(port), "--ae-title", "SITETUNE", "--allow", "STORESCU",
+         "--allow", "ECHOSCU", "--spool", str(tmp_path / "spool"), "--idle-seconds", "2",
+         "--tls-cert", str(certs["server.pem"]), "--tls-key", str(certs["server.key"]),
+         "--tls-client-ca", str(certs["ca.pem"])],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    tls_args = ["+tls", str(certs["client.key"]), str(certs["client.pem"]), "+cf",
+                str(certs["ca.pem"])]  # fmt: skip
+    try:
+        for _ in range(60):
+            echo = subprocess.run(["echoscu", *tls_args, "-aec", "SITETUNE", "127.0.0.1",
+                                   str(port)], capture_output=True)  # fmt: skip
+            if echo.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert echo.returncode == 0, echo.stderr
+        plain = subprocess.run(["echoscu", "-aec", "SITETUNE", "127.0.0.1", str(port)],
+                               capture_output=True, timeout=30)  # fmt: skip
+        assert plain.returncode != 0, "a plain TCP association is refused"
+        case = cardiac_phantom(5, "A", phases=1, spacing=(3.0, 3.0, 4.0))
+        files = write_dicom_series(case.image, tmp_path / "dcm", series_description="tls heart")
+        store = ["storescu", *tls_args, "-aec", "SITETUNE", "127.0.0.1", str(port)]
+        sent = subprocess.run([*store, *map(str, files)], capture_output=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        context = tls(certs["ca.pem"], client_cert)
+        headers = {"Authorization": "Bearer tls-ops-token"}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listed = httpx.get(f"{base}/v1/pacs/series", headers=headers, verify=context).json()
+            if any(s["series_uid"] == series_uid for s in listed["series"]):
+                break
+            time.sleep(1)
+        else:
+            bridge_log = (tmp_path / "bridge.log").read_text()[-2000:]
+            pytest.fail(f"the series never reached the service\n{bridge_log}")
+    finally:
+        os.killpg(bridge.pid, signal.SIGTERM)
+        bridge.wait(timeout=20)
