@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = Field(
         None, description="require client certificates signed by this CA (PEM; mutual TLS)"
     )
+    oidc_issuer: str | None = Field(None, description="accept bearer JWTs from this issuer")
+    oidc_jwks_url: str | None = Field(None, description="its JWKS (https:// or file://)")
+    oidc_audience: str | None = Field(None, description="required audience of the JWTs")
+    oidc_roles_claim: str = Field("roles", description="claim listing sitetune roles")
+    oidc_name_claim: str = Field("preferred_username", description="claim naming the person")
     max_upload_bytes: int = Field(4 << 30, description="largest accepted upload (bytes)")
     tokens: str | None = Field(
         None,

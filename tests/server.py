@@ -102,9 +102,41 @@ destinations = ["orthanc-web"]
 """
 
 
+OIDC_ISSUER = "https://idp.test.invalid/realms/hospital"
+OIDC_AUDIENCE = "sitetune"
+
+
+def oidc_key_set(folder: Path):
+    """A locally generated RSA key and the JWKS file an identity provider would publish."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    path = folder / "jwks.json"
+    path.write_text(
+        json.dumps({"keys": [public | {"kid": "test-key", "use": "sig", "alg": "RS256"}]})
+    )
+    return key, path
+
+
 class Server:
-    def __init__(self, base_url: str, data_dir: Path, log: Path) -> None:
+    def __init__(self, base_url: str, data_dir: Path, log: Path, oidc_key=None) -> None:
         self.base_url, self.data_dir, self.log = base_url, data_dir, log
+        self.oidc_key = oidc_key  # signs test JWTs the server accepts (OIDC_ISSUER)
+
+    def jwt(self, key=None, **claims) -> str:
+        """A JWT signed with the test identity provider's key (or ``key``)."""
+        import time
+
+        import jwt
+
+        body = {"iss": OIDC_ISSUER, "aud": OIDC_AUDIENCE, "sub": "u-123",
+                "exp": int(time.time()) + 300, **claims}  # fmt: skip
+        return jwt.encode(body, key or self.oidc_key, algorithm="RS256",
+                          headers={"kid": "test-key"})  # fmt: skip
 
     def client(self, role: str | None = None, **kwargs) -> httpx.Client:
         """An HTTP client, authenticated as ``role`` when given."""
@@ -132,8 +164,12 @@ def server(tmp_path_factory) -> Server:
     log = root / "server.log"
     (root / "data").mkdir()
     (root / "data" / "pacs.toml").write_text(pacs_config())
+    oidc_key, jwks = oidc_key_set(root)
     env = dict(
         os.environ,
+        SITETUNE_OIDC_ISSUER=OIDC_ISSUER,
+        SITETUNE_OIDC_AUDIENCE=OIDC_AUDIENCE,
+        SITETUNE_OIDC_JWKS_URL=jwks.as_uri(),
         SITETUNE_DATA_DIR=str(root / "data"),
         SITETUNE_PORT=str(port),
         SITETUNE_WORKERS=str(WORKERS),
@@ -168,7 +204,7 @@ def server(tmp_path_factory) -> Server:
             if time.monotonic() > deadline:
                 pytest.fail(f"server not ready after 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Server(base, root / "data", log)
+        yield Server(base, root / "data", log, oidc_key)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

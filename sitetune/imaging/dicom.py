@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from sitetune.errors import InvalidInput, PayloadTooLarge, UnsupportedInput
+from sitetune.errors import InvalidInput, PayloadTooLarge, SitetuneError, UnsupportedInput
 from sitetune.imaging.archive import ZipLimits, is_zip, iter_zip_files
 from sitetune.imaging.volume import (
     LPS_TO_RAS,
@@ -47,6 +47,9 @@ ORIENTATION_TOLERANCE = 1e-4  # direction cosines
 POSITION_TOLERANCE_MM = 0.01  # a slice may sit this far from the regular grid
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 DEFLATED = "1.2.840.10008.1.2.1.99"
+# what reading a malformed header value raises (pydicom converts values lazily)
+HEADER_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError,
+                 NotImplementedError, OverflowError, UnicodeDecodeError)  # fmt: skip
 JPEG2000 = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
             "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}  # fmt: skip
 
@@ -228,7 +231,7 @@ def _checked_frames(ds: Dataset, index: int, name: str) -> list[Frame]:
         return _frames_of(ds, index, name)
     except InvalidInput:
         raise
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+    except HEADER_ERRORS as exc:
         raise InvalidInput(
             f"{name}: a geometry or pixel header value cannot be read ({exc})",
             code="invalid_header",
@@ -278,31 +281,44 @@ def check_inflation(source, name: str, limit: int) -> None:
         return  # not Part 10: nothing says it is deflated
     try:  # pydicom's public read_file_meta_info takes paths only
         meta = pydicom.filereader._read_file_meta_info(stream)
+        syntax = str(meta.get("TransferSyntaxUID", ""))
+        start = 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0))
     except Exception:
-        return  # a damaged meta header: pydicom reports it
-    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return  # a damaged meta header: the parser reports it
+    if syntax != DEFLATED:
         return
-    stream.seek(132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0)))
+    stream.seek(start)
     inflater, seen = zlib.decompressobj(-zlib.MAX_WBITS), 0
-    while block := stream.read(1 << 16):
-        chunk = inflater.decompress(block, 1 << 20)
-        while chunk:
-            seen += len(chunk)
-            if seen > limit:
-                raise PayloadTooLarge(
-                    f"{name}: the deflated dataset inflates past {limit} bytes",
-                    code="payload_too_large",
-                )
-            chunk = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+    try:
+        while block := stream.read(1 << 16):
+            chunk = inflater.decompress(block, 1 << 20)
+            while chunk:
+                seen += len(chunk)
+                if seen > limit:
+                    raise PayloadTooLarge(
+                        f"{name}: the deflated dataset inflates past {limit} bytes",
+                        code="payload_too_large",
+                    )
+                chunk = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+    except zlib.error as exc:
+        raise InvalidInput(
+            f"{name}: the deflated dataset is corrupt ({exc})", code="invalid_dicom"
+        ) from exc
 
 
 def _parse(data: bytes) -> Dataset:
+    """Read a file, converting every top-level element now: pydicom converts lazily, so a
+    malformed element (an unknown VR, a bad length) would otherwise fail wherever it is
+    first touched."""
     try:
-        return pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError:
         if not _looks_like_raw_dicom(data):
             raise
-        return pydicom.dcmread(io.BytesIO(data), force=True)
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    for _ in ds:
+        pass
+    return ds
 
 
 def read_datasets(
@@ -357,6 +373,13 @@ def read_datasets(
     return datasets, names
 
 
+def _int_or_none(value) -> int | None:
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None  # a malformed Series Number only names the series less well
+
+
 def _series_summaries(datasets: list[Dataset]) -> list[SeriesSummary]:
     by_series: dict[str, list[Dataset]] = defaultdict(list)
     for ds in datasets:
@@ -368,7 +391,7 @@ def _series_summaries(datasets: list[Dataset]) -> list[SeriesSummary]:
         out.append(
             SeriesSummary(
                 uid,
-                None if number in (None, "") else int(number),
+                _int_or_none(number),
                 str(first.get("SeriesDescription", "")),
                 str(first.get("Modality", "")),
                 len(group),
@@ -558,7 +581,11 @@ def _decode(ds: Dataset, name: str) -> np.ndarray:
     _check_codestream(ds, name)
     try:
         pixels = ds.pixel_array
-    except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError...
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # ValueError, RuntimeError...; the Rust RLE decoder's panic
+        # (pyo3's PanicException derives from BaseException) on corrupt segments: found by
+        # bench/fuzz_loaders.py
         raise InvalidInput(
             f"{name}: pixel data cannot be decoded ({exc})", code="invalid_pixel_data"
         ) from exc
@@ -591,6 +618,18 @@ def volume_from_datasets(
     Raises:
         InvalidInput: inconsistent, incomplete, ambiguous or undecodable input.
     """
+    try:
+        return _assemble(datasets, names, series, decode, limits)
+    except SitetuneError:
+        raise
+    except HEADER_ERRORS as exc:  # a header value that does not parse, wherever it is read
+        raise InvalidInput(
+            f"a DICOM header value cannot be read ({type(exc).__name__}: {exc})",
+            code="invalid_header",
+        ) from exc
+
+
+def _assemble(datasets, names, series, decode, limits) -> Volume:
     names = names or [f"instance {i + 1}" for i in range(len(datasets))]
     datasets, names, summaries = _select(datasets, names, series)
     datasets, names = _without_duplicates(datasets, names)

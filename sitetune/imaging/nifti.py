@@ -57,12 +57,14 @@ def load_nifti(
         raise InvalidInput(f"{path.name} has shape {img.shape}; a 3D or 4D image is required")
     # the header's dims, checked before the array is allocated (a 2 MiB .nii.gz can
     # declare 1024 x 1024 x 1536 voxels; gzip only yields what the header asks for)
+    if any(int(n) <= 0 for n in shape):
+        raise InvalidInput(f"{path.name} declares the shape {shape}; every size must be positive")
     (limits or ImageLimits()).check_voxels(shape, path.name)
     try:
         array = np.asarray(img.dataobj).reshape(shape)  # scl_slope/inter applied by nibabel
         if not np.issubdtype(array.dtype, np.integer):
             array = array.astype(np.float32, copy=False)
-    except (OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, ValueError, OverflowError, TypeError, gzip.BadGzipFile) as exc:
         raise InvalidInput(f"{path.name} is truncated or corrupt ({exc})") from exc
     phases = tuple(PhaseInfo(t) for t in range(1 if len(shape) == 3 else shape[3]))
     return Volume(array=array, affine=_nifti_affine(img), modality=modality, phases=phases)

@@ -20,7 +20,8 @@ def _role(*allowed: Role):
         known = request.scope.get("state", {}).get("principal")  # the perimeter checked it
         if known is not None and known.may(allowed):
             return known
-        return authorise(state(request).principals, authorization, allowed)
+        app = state(request)
+        return authorise(app.principals, authorization, allowed, app.oidc)
 
     dependency.roles = allowed  # read by the perimeter (`sitetune.service.perimeter`)
     return Depends(dependency)

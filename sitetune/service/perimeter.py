@@ -195,7 +195,7 @@ class Perimeter:
             app_state = scope["app"].state.sitetune
             try:
                 principal = authorise(app_state.principals, _header(scope, b"authorization"),
-                                      rule.roles)  # fmt: skip
+                                      rule.roles, app_state.oidc)  # fmt: skip
             except SitetuneError as error:
                 headers = {"www-authenticate": "Bearer"} if error.status == 401 else {}
                 return error.status, error.code, error.message, headers

@@ -18,6 +18,7 @@ from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.routing import load_config
 from sitetune.pacs.store import PacsStore
+from sitetune.service.oidc import OidcVerifier
 from sitetune.service.principals import PrincipalStore, Role
 from sitetune.settings import Settings
 from sitetune.training.jobs import JobStore
@@ -33,6 +34,7 @@ class AppState:
     models: ModelServer
     pipeline: Pipeline
     principals: PrincipalStore
+    oidc: OidcVerifier | None
     jobs: JobStore
     pacs: PacsStore
 
@@ -54,6 +56,7 @@ class AppState:
                 models, MemoryGate(settings.worker_memory_bytes, settings.admission_wait_seconds)
             ),
             principals=PrincipalStore(engine),
+            oidc=OidcVerifier.from_settings(settings),
             jobs=JobStore(engine, artifacts),
             pacs=PacsStore(engine, artifacts),
         )

@@ -272,3 +272,26 @@ def test_eight_concurrent_256_cubed_requests_complete_or_get_503(server, tmp_pat
     assert any(status == 200 for status, _ in answers)
     with server.client() as client:  # the workers are alive, none was OOM-killed
         assert client.get("/readyz").status_code == 200
+
+
+def test_oidc_jwts_are_validated_against_the_issuers_key_set(server):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def whoami(token):
+        with server.client() as client:
+            return client.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+
+    good = whoami(server.jwt(preferred_username="Dr J. Example", roles=["clinical"]))
+    assert good.status_code == 200 and good.json()["name"] == "Dr J. Example"
+    assert good.json()["roles"] == ["clinical"]
+    wrong_issuer = whoami(server.jwt(iss="https://elsewhere.invalid", roles=["ops"]))
+    assert wrong_issuer.status_code == 401 and "issuer" in wrong_issuer.json()["error"]["message"]
+    expired = whoami(server.jwt(exp=1_000_000, roles=["ops"]))
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_expired"
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = whoami(server.jwt(key=stranger, roles=["ops"]))
+    assert forged.status_code == 401
+    with server.client() as client:  # valid, but lacking the role: 403
+        token = server.jwt(roles=["clinical"])
+        models = client.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert models.status_code == 403
