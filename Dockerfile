@@ -8,10 +8,12 @@ ARG TORCH_INDEX=""
 ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 SITETUNE_DATA_DIR=/var/lib/sitetune SITETUNE_HOST=0.0.0.0
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY sitetune ./sitetune
+# torch pinned from the given index; everything else at its locked version and hash
 RUN pip install torch==2.13.0 ${TORCH_INDEX:+--index-url $TORCH_INDEX} \
-    && pip install ".${EXTRAS:+[$EXTRAS]}"
+    && pip install --require-hashes --no-deps -r requirements.lock \
+    && pip install --no-deps ".${EXTRAS:+[$EXTRAS]}"
 # the service runs as an unprivileged user owning only its state volume
 RUN useradd --system --uid 10001 --home-dir /var/lib/sitetune sitetune \
     && mkdir -p /var/lib/sitetune && chown sitetune:sitetune /var/lib/sitetune \

@@ -2,8 +2,8 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
-# Re-install whenever pyproject.toml changes.
-STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Re-install whenever pyproject.toml or the lock changes.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 # Debian tools the tests use: dcmtk (transcoding; dcmsend / echoscu as DIMSE peers),
@@ -16,15 +16,18 @@ DEBIAN_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools dcm2niix libgdcm-t
 	pixelmed-apps
 JS_DIR := tests/conformance/js
 
-.PHONY: install system-deps js-deps serve test lint clean
+.PHONY: install system-deps js-deps serve test lint lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel here; on a GPU host install the CUDA build of
 	# the same version before running make (see README).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# every other package at its locked version, checked against its hash (`make lock`
+	# renews the lock from pyproject.toml), then the project itself without dependencies
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -32,6 +35,15 @@ install: $(STAMP)
 
 serve: install
 	$(VENV)/bin/sitetune-serve
+
+# Renew requirements.lock (pip-tools, in a throw-away venv) after changing dependencies.
+lock:
+	rm -rf /tmp/sitetune-lock && $(PYTHON) -m venv /tmp/sitetune-lock
+	/tmp/sitetune-lock/bin/pip install -q pip-tools
+	/tmp/sitetune-lock/bin/pip-compile -q --generate-hashes --extra dev --strip-extras \
+	  --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	sed -i '/^torch==/,/^    #/{/^torch==/s/.*/# torch==2.13.0: installed first and pinned (Makefile, Dockerfile)/;/^    --hash/d}' \
+	  requirements.lock
 
 lint: install
 	$(VENV)/bin/ruff check .
