@@ -13,6 +13,8 @@ space-separated string).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 import jwt
 
@@ -35,7 +37,22 @@ class OidcVerifier:
     name_claim: str = "preferred_username"
 
     def __post_init__(self) -> None:
-        self._keys = jwt.PyJWKClient(self.jwks_url, cache_keys=True, lifespan=300)
+        if self.jwks_url.startswith("file://"):  # PyJWKClient fetches http(s) only
+            self._file = Path(urlparse(self.jwks_url).path)
+            self._keys = None
+        else:
+            self._file = None
+            self._keys = jwt.PyJWKClient(self.jwks_url, cache_keys=True, lifespan=300)
+
+    def _signing_key(self, token: str):
+        if self._keys is not None:
+            return self._keys.get_signing_key_from_jwt(token)
+        kid = jwt.get_unverified_header(token).get("kid")
+        keys = jwt.PyJWKSet.from_json(self._file.read_text()).keys  # read each time: rotation
+        for key in keys:
+            if kid is None or key.key_id == kid:
+                return key
+        raise jwt.PyJWKClientError(f"no key {kid!r} in the issuer's key set")
 
     @classmethod
     def from_settings(cls, settings) -> OidcVerifier | None:
@@ -52,7 +69,7 @@ class OidcVerifier:
     def principal(self, token: str) -> Principal:
         """The principal a valid JWT names; `Unauthorized` saying what is wrong otherwise."""
         try:
-            key = self._keys.get_signing_key_from_jwt(token)
+            key = self._signing_key(token)
             claims = jwt.decode(
                 token,
                 key.key,
