@@ -147,18 +147,22 @@ def segment_over_http(base: str, path: Path, download: bool = False) -> tuple[fl
     return time.perf_counter() - started, body
 
 
-def write_dicom_zip(shape, path: Path) -> None:
+def write_dicom_zip(tmp: Path, shape=SIZES["192x192x160"]) -> Path:
+    """The phantom as a zipped DICOM series under ``tmp``; returns the zip."""
     import zipfile
 
     from sitetune.imaging.dicom_write import write_dicom_series
     from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 
     case = cardiac_phantom(77, "A", spacing=(1.0, 1.0, 1.0), fov_mm=tuple(float(n) for n in shape))
+    path = tmp / "dicom" / "series.zip"
+    path.parent.mkdir()
     folder = path.parent / "dicom-series"
     files = write_dicom_series(case.image, folder, series_description="heart")
     with zipfile.ZipFile(path, "w") as z:
         for f in files:
             z.write(f, f.name)
+    return path
 
 
 def dicom_row(base: str, path: Path, runs: int) -> dict:
@@ -295,9 +299,7 @@ def main() -> None:
             write_phantom(shape, (1.0, 1.0, 1.0), inputs[name])
         ccta = tmp / "ccta.nii.gz"
         write_phantom(CCTA_SHAPE, CCTA_SPACING, ccta)
-        dicom_zip = tmp / "dicom" / "series.zip"
-        dicom_zip.parent.mkdir()
-        write_dicom_zip(SIZES["192x192x160"], dicom_zip)
+        dicom_zip = write_dicom_zip(tmp)
         proc, base = start_server(tmp / "data")
         try:
             result["dicom"] = dicom_row(base, dicom_zip, args.runs)
@@ -364,12 +366,9 @@ def dicom_only(args) -> None:
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dicom_zip = tmp / "dicom" / "series.zip"
-        dicom_zip.parent.mkdir()
-        write_dicom_zip(SIZES["192x192x160"], dicom_zip)
         proc, base = start_server(tmp / "data")
         try:
-            result["dicom"] = dicom_row(base, dicom_zip, args.runs)
+            result["dicom"] = dicom_row(base, write_dicom_zip(tmp), args.runs)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)

@@ -17,25 +17,13 @@ from sitetune.measure.ventricle import measure_ventricle
 from sitetune.models.registry import ModelVersion
 from sitetune.training.base import BASE_CARDS, Family
 from tests.conftest import dciodvfy_errors
+from tests.unit.imaging.test_sr import _items
 
 
 @pytest.fixture
 def version(tmp_path) -> ModelVersion:
     card = BASE_CARDS[Family.LV_CT]
     return ModelVersion("lv-ct", 7, card, None, datetime.datetime.now(datetime.UTC), "t", tmp_path)
-
-
-def _items(sr, value_type):
-    found = []
-
-    def walk(items):
-        for item in items:
-            if item.ValueType == value_type:
-                found.append(item)
-            walk(item.get("ContentSequence", []))
-
-    walk(sr.ContentSequence)
-    return found
 
 
 def test_seg_phases_follow_the_task():
