@@ -1,6 +1,7 @@
 """TLS for the HTTP service, with a locally generated CA (openssl): HTTPS with the CA
 works, plain HTTP does not, and with a client CA configured a client needs its
-certificate (mutual TLS)."""
+certificate (mutual TLS). The same server runs with SITETUNE_ALLOW_TORCHSCRIPT on: there a
+TorchScript upload registers (it is refused by default: test_perimeter)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def tls_server(tmp_path_factory):
         SITETUNE_TLS_CERTFILE=str(certs["server.pem"]),
         SITETUNE_TLS_KEYFILE=str(certs["server.key"]),
         SITETUNE_TLS_CLIENT_CA=str(certs["ca.pem"]),
+        SITETUNE_ALLOW_TORCHSCRIPT="true",  # this server also shows the setting at work
     )
     log = (root / "server.log").open("w")
     serve = str(Path(sys.executable).parent / "sitetune-serve")
@@ -162,3 +164,34 @@ def test_the_dimse_bridge_speaks_dicom_tls_and_forwards_over_https(tls_server, t
     finally:
         os.killpg(bridge.pid, signal.SIGTERM)
         bridge.wait(timeout=20)
+
+
+def test_with_the_setting_on_a_torchscript_upload_registers(tls_server, tmp_path):
+    import io
+    import json
+
+    import torch
+
+    from sitetune.models.card import ModelCard
+    from sitetune.models.networks import build_network
+
+    base, certs, client_cert = tls_server
+    headers = {"Authorization": "Bearer tls-ops-token"}
+    with httpx.Client(verify=tls(certs["ca.pem"], client_cert), headers=headers,
+                      timeout=300) as client:  # fmt: skip
+        model = client.get(f"{base}/v1/models/lv-ct").json()
+        production = model["aliases"]["production"]
+        card = next(v for v in model["versions"] if v["version"] == production)["card"]
+        card = dict(card, version=None)
+        network = build_network(ModelCard.model_validate(card)).eval()
+        script = tmp_path / "model.ts"
+        torch.jit.save(
+            torch.jit.trace(network, torch.zeros(1, 1, *card["patch_size"])), str(script)
+        )
+        answer = client.post(
+            f"{base}/v1/models",
+            files={"weights": ("model.ts", io.BytesIO(script.read_bytes()))},
+            data={"card": json.dumps(card)},
+        )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["version"] > production
