@@ -90,6 +90,23 @@ class Housekeeping:
         self.results, self.pacs, self.jobs = results, pacs, jobs
         Base.metadata.create_all(engine, tables=[HousekeepingRow.__table__])
 
+    @classmethod
+    def from_settings(cls, settings, engine: Engine) -> Housekeeping:
+        """Housekeeping over the stores of a deployment (built here: it cleans all of them)."""
+        from sitetune.analysis.results import ResultStore
+        from sitetune.pacs.store import PacsStore
+        from sitetune.training.jobs import JobStore
+
+        artifacts = settings.resolved_artifact_dir
+        retention = datetime.timedelta(hours=settings.results_retention_hours)
+        return cls(
+            settings,
+            engine,
+            ResultStore(engine, artifacts, retention),
+            PacsStore(engine, artifacts),
+            JobStore(engine, artifacts),
+        )
+
     def run(self) -> Report:
         report = Report()
         hours = datetime.timedelta(hours=self.settings.results_retention_hours)

@@ -16,6 +16,18 @@ from collections.abc import Callable
 logger = logging.getLogger(__name__)
 
 
+def training_worker(argv: list[str] | None = None) -> int:
+    """``sitetune-worker``: the fine-tune worker (`sitetune.training.worker`)."""
+    return worker_main("sitetune-worker", "The fine-tune worker.", "sitetune.training.worker",
+                       "Worker", argv)  # fmt: skip
+
+
+def pacs_worker(argv: list[str] | None = None) -> int:
+    """``sitetune-pacs``: the PACS worker (`sitetune.pacs.worker`)."""
+    return worker_main("sitetune-pacs", "The PACS worker.", "sitetune.pacs.worker",
+                       "PacsWorker", argv)  # fmt: skip
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -67,11 +79,13 @@ def supervise(module: str, argv: list[str]) -> int:
 
 
 def worker_main(
-    prog: str, description: str, module: str, build: Callable, argv: list[str] | None
+    prog: str, description: str, module: str, build: Callable | str, argv: list[str] | None
 ) -> int:
     """The command line of a background worker: ``--supervise`` runs ``module`` under
     `supervise`; otherwise ``build(settings)`` makes the worker (with ``stopping``,
-    ``describe()`` and ``serve_forever()``), which runs until SIGTERM."""
+    ``describe()`` and ``serve_forever()``), which runs until SIGTERM. ``build`` may be the
+    class's name in ``module``: the supervisor then never imports the worker's code (and
+    its torch: a supervisor stays a few tens of MB)."""
     from sitetune.settings import Settings
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -85,6 +99,10 @@ def worker_main(
         return supervise(module, rest)
     settings = Settings()
     settings.prepare()
+    if isinstance(build, str):
+        import importlib
+
+        build = getattr(importlib.import_module(module), build)
     worker = build(settings)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     logger.info("%s %s", prog, worker.describe())

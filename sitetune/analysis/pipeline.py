@@ -25,10 +25,8 @@ from sitetune.analysis.tasks import (
 )
 from sitetune.errors import InputError, InvalidInput
 from sitetune.imaging.volume import Volume
-from sitetune.measure.labels import as_label_map
+from sitetune.measure.labels import Surfaces, as_label_map
 from sitetune.measure.lesions import DEFAULT_MIN_LESION_ML, check_lesion_options, lesion_statistics
-from sitetune.measure.thickness import Surfaces
-from sitetune.measure.ventricle import measure_ventricle
 from sitetune.models.registry import ModelVersion
 from sitetune.models.serving import ModelServer
 
@@ -203,6 +201,8 @@ class Pipeline:
     @staticmethod
     def _measure(task, volume, labels, measured, chosen, thickness, lesions):
         if task is Task.WALL_THICKNESS:
+            from sitetune.measure.ventricle import measure_ventricle  # numba: on first use
+
             report = measure_ventricle(
                 measured,
                 volume.affine,

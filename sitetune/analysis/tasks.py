@@ -14,8 +14,8 @@ import numpy as np
 
 from sitetune.errors import InputError
 from sitetune.imaging.codes import LESION, LV_BLOOD_POOL, LV_MYOCARDIUM, StructureCode
+from sitetune.measure.labels import BLOOD_POOL, LV_LABELS, MYOCARDIUM
 from sitetune.measure.lesions import LESION_LABELS
-from sitetune.measure.ventricle import BLOOD_POOL, LV_LABELS, MYOCARDIUM
 from sitetune.models.card import ModelCard
 
 

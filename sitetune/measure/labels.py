@@ -1,12 +1,25 @@
-"""Checks on label maps handed to the measurements (uploaded masks, model output)."""
+"""The label maps the measurements read: their values, the measurement options that every
+caller names, and the checks on maps handed in (uploaded masks, model output). A light
+module (no numba): the HTTP surface imports it without the solvers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 import numpy as np
 
 from sitetune.errors import InvalidInput
+
+BLOOD_POOL, MYOCARDIUM = 1, 2  # the values `measure_ventricle` reads
+LV_LABELS = {BLOOD_POOL: "LV blood pool", MYOCARDIUM: "LV myocardium"}
+
+
+class Surfaces(StrEnum):
+    """How wall thickness places the surfaces between voxel centres (`wall_thickness`)."""
+
+    FITTED = "fitted"  # fitted locally to the staircase of the label map
+    SMOOTHED = "smoothed"  # the 0.5 level of a smoothed indicator alone
 
 
 def as_label_map(array: np.ndarray, expected: Mapping[int, str]) -> np.ndarray:

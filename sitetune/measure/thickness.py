@@ -69,7 +69,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import edt
@@ -79,6 +78,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 
 from sitetune.errors import InvalidInput
+from sitetune.measure.labels import Surfaces
 from sitetune.measure.surface_fit import COARSE_SLICES, ISOTROPIC, fitted_crossings
 
 if TYPE_CHECKING:  # torch is imported only when a device is asked for
@@ -90,13 +90,6 @@ if TYPE_CHECKING:  # torch is imported only when a device is asked for
 # path) towards the slices in a cell the surface passes through.
 _CLOSEST_SURFACE = 0.05
 _PROBIT_CLIP = 1e-7  # keeps the probit of a saturated indicator finite
-
-
-class Surfaces(StrEnum):
-    """How the surfaces are placed between voxel centres (module docstring)."""
-
-    FITTED = "fitted"  # fitted locally to the staircase of the label map
-    SMOOTHED = "smoothed"  # the 0.5 level of a smoothed indicator alone
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import numpy as np
 
 from sitetune.errors import InvalidInput
 from sitetune.imaging.volume import PhaseInfo, spacing_from_affine, voxel_volume_ml
-from sitetune.measure.thickness import Surfaces, ThicknessResult, wall_thickness
+from sitetune.measure.labels import BLOOD_POOL, LV_LABELS, MYOCARDIUM, Surfaces
+from sitetune.measure.thickness import ThicknessResult, wall_thickness
 
-BLOOD_POOL, MYOCARDIUM = 1, 2
-LV_LABELS = {BLOOD_POOL: "LV blood pool", MYOCARDIUM: "LV myocardium"}
+__all__ = ["BLOOD_POOL", "LV_LABELS", "MYOCARDIUM", "measure_ventricle"]
 ED_TOLERANCE_PCT, ED_MAX_TRIGGER_MS = 10.0, 100.0
 
 

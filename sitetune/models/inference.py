@@ -7,7 +7,6 @@ The label map lies on the input grid (same shape, same affine), one frame per ph
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import cc3d
 import numpy as np
@@ -19,29 +18,17 @@ from sitetune.imaging.volume import Volume, voxel_volume_ml
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import Engine
 from sitetune.models.preprocess import argmax_channels, labels_on_input_grid, to_network_grid
+from sitetune.models.serving import InferenceSettings, Segmentation
 
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """Sliding-window parameters (Gaussian blending)."""
-
-    overlap: float = 0.25
-    sw_batch_size: int = 1
-
-
-@dataclass
-class Segmentation:
-    """A label map on the input grid and where the time went."""
-
-    labels: np.ndarray  # uint8, the input array's shape (3D or 4D)
-    timings_ms: dict[str, float] = field(default_factory=dict)
+__all__ = ["InferenceSettings", "Segmentation", "probabilities", "segment", "segment_frame"]
+DEFAULT_SETTINGS = InferenceSettings()
 
 
 def probabilities(
     engine: Engine,
     image: torch.Tensor,
     card: ModelCard,
-    settings: InferenceSettings = InferenceSettings(),
+    settings: InferenceSettings = DEFAULT_SETTINGS,
 ) -> torch.Tensor:
     """Softmax ``(C, X, Y, Z)`` of a normalised ``(1, X, Y, Z)`` image on the network grid."""
     with torch.inference_mode():
@@ -117,7 +104,7 @@ def segment(
     volume: Volume,
     card: ModelCard,
     engine: Engine,
-    settings: InferenceSettings = InferenceSettings(),
+    settings: InferenceSettings = DEFAULT_SETTINGS,
 ) -> Segmentation:
     """Segment every phase of ``volume``; the labels lie on its grid."""
     timings: dict[str, float] = {}

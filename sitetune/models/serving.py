@@ -13,19 +13,36 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from sitetune.errors import InvalidInput
 from sitetune.imaging.volume import Volume
-from sitetune.models.engines import Engine, OrtEngine, TorchEngine
-from sitetune.models.importing import load_torch_network
-from sitetune.models.inference import InferenceSettings, Segmentation, segment
 from sitetune.models.registry import ModelVersion, Registry
+
+if TYPE_CHECKING:
+    from sitetune.models.engines import Engine
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_FOR_MODALITY = {"CT": "lv-ct", "MR": "flair-lesion"}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Sliding-window parameters (Gaussian blending)."""
+
+    overlap: float = 0.25
+    sw_batch_size: int = 1
+
+
+@dataclass
+class Segmentation:
+    """A label map on the input grid and where the time went."""
+
+    labels: np.ndarray  # uint8, the input array's shape (3D or 4D)
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class EngineKind(StrEnum):
@@ -95,6 +112,9 @@ class ModelServer:
         return self.registry.resolve(ref)
 
     def _engine_kind(self) -> EngineKind:
+        import torch  # engines are loaded on first use: a process that never segments
+        # (the arbiter, the supervisors, an idle worker) never imports torch
+
         kind = self.config.engine
         if kind is EngineKind.AUTO:
             if torch.cuda.is_available() and not _gpu_ort_available():
@@ -117,6 +137,11 @@ class ModelServer:
             return engine
 
     def _build(self, version: ModelVersion, kind: EngineKind) -> Engine:
+        import torch
+
+        from sitetune.models.engines import OrtEngine, TorchEngine
+        from sitetune.models.importing import load_torch_network
+
         network = (
             load_torch_network(version, self.config.allow_torchscript)
             if kind is EngineKind.TORCH
@@ -135,5 +160,7 @@ class ModelServer:
 
     def segment(self, volume: Volume, version: ModelVersion) -> tuple[Segmentation, str]:
         """Segment ``volume`` with ``version``; returns the result and the backend name."""
+        from sitetune.models.inference import segment
+
         engine = self.engine(version)
         return segment(volume, version.card, engine, self.config.inference), engine.backend

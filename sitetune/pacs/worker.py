@@ -18,7 +18,6 @@ from pathlib import Path
 
 from sitetune.analysis.admission import MemoryGate
 from sitetune.analysis.pipeline import Pipeline
-from sitetune.analysis.results import ResultStore
 from sitetune.db import make_engine
 from sitetune.errors import SitetuneError
 from sitetune.housekeeping import Housekeeping
@@ -30,7 +29,6 @@ from sitetune.pacs.routing import PacsConfig, load_config
 from sitetune.pacs.store import Analysis, Delivery, PacsStore
 from sitetune.processes import process_gone, worker_identity, worker_main
 from sitetune.settings import Settings
-from sitetune.training.jobs import JobStore
 
 logger = logging.getLogger("sitetune.pacs")
 
@@ -51,13 +49,7 @@ class PacsWorker:
         self.identity = worker_identity()
         self.stopping = threading.Event()
         self.retention = datetime.timedelta(hours=settings.results_retention_hours)
-        self.housekeeping = Housekeeping(
-            settings,
-            engine,
-            ResultStore(engine, artifacts, self.retention),
-            self.store,
-            JobStore(engine, artifacts),
-        )
+        self.housekeeping = Housekeeping.from_settings(settings, engine)
         self._next_purge = 0.0
 
     def run_once(self) -> bool:

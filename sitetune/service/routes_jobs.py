@@ -18,7 +18,6 @@ from sitetune.errors import InvalidInput
 from sitetune.service.deps import Ops, state
 from sitetune.service.uploads import saved_upload
 from sitetune.training.datasets import open_site_dataset
-from sitetune.training.finetune import FineTuneConfig, split_cases
 
 router = APIRouter()
 
@@ -56,6 +55,8 @@ def submit_job(
         "auto_promote": auto_promote,
         "promote_margin": promote_margin,
     }
+    from sitetune.training.finetune import FineTuneConfig, split_cases  # torch: on submission
+
     try:
         config = FineTuneConfig.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

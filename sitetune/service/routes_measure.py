@@ -10,8 +10,8 @@ from fastapi.responses import FileResponse
 
 from sitetune.analysis.pipeline import LesionOptions, ThicknessOptions
 from sitetune.analysis.tasks import Task
+from sitetune.measure.labels import Surfaces
 from sitetune.measure.lesions import DEFAULT_MIN_LESION_ML
-from sitetune.measure.thickness import Surfaces
 from sitetune.service.deps import Clinical, state
 from sitetune.service.uploads import analyse_upload
 

@@ -9,7 +9,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from sitetune.errors import Conflict, InputError, InvalidInput
 from sitetune.models.card import ModelCard
-from sitetune.models.importing import register_weights
 from sitetune.models.registry import PRODUCTION, ModelVersion, Registry
 from sitetune.service.deps import Ops, state
 from sitetune.service.metrics import REGISTRY_EVENTS
@@ -86,6 +85,8 @@ def register_model(
     with saved_upload(
         weights, app.settings.data_dir / "tmp", app.settings.max_upload_bytes, "weights"
     ) as path:
+        from sitetune.models.importing import register_weights  # torch: on registration
+
         version = register_weights(
             app.registry, parsed, path, actor=str(actor), reason="registered over HTTP",
             allow_torchscript=app.settings.allow_torchscript,

@@ -13,7 +13,6 @@ from sitetune.analysis.admission import MemoryGate
 from sitetune.analysis.pipeline import Pipeline
 from sitetune.analysis.results import AnalysisResults, ResultStore
 from sitetune.db import make_engine
-from sitetune.models.builtin import register_builtins
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.routing import load_config
@@ -102,6 +101,8 @@ def bootstrap(settings: Settings) -> None:
         file=sys.stderr,
     )
     state = AppState.build(settings)
+    from sitetune.models.builtin import register_builtins  # torch: the serve command only
+
     for version in register_builtins(state.registry):
         print(f"sitetune: registered built-in model {version.ref} as production", file=sys.stderr)
     state.results.store.purge_expired()
