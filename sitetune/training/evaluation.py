@@ -53,14 +53,17 @@ def evaluate_networks(
     *,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
+    settings: InferenceSettings | None = None,
 ) -> dict[str, dict]:
-    """Metrics of each named network on the same ``cases`` (see the module docstring)."""
+    """Metrics of each named network on the same ``cases`` (see the module docstring),
+    segmented with the deployment's sliding-window ``settings`` (overlap, batch), so the
+    gate judges what the service will serve."""
     with tempfile.TemporaryDirectory() as tmp:
         engines = {
             name: _engine(network, card, device, Path(tmp) / f"{i}.onnx")
             for i, (name, network) in enumerate(networks.items())
         }
-        return _evaluate(cases, card, networks, engines, should_stop)
+        return _evaluate(cases, card, networks, engines, should_stop, settings)
 
 
 def _engine(network: torch.nn.Module, card: ModelCard, device: str, onnx_path: Path):
@@ -72,8 +75,8 @@ def _engine(network: torch.nn.Module, card: ModelCard, device: str, onnx_path: P
     return OrtEngine(onnx_path, providers=["CPUExecutionProvider"])
 
 
-def _evaluate(cases, card, networks, engines, should_stop) -> dict[str, dict]:
-    settings = InferenceSettings()
+def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str, dict]:
+    settings = settings or InferenceSettings()
     dice: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
     volume_errors: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
     reports: dict[str, list] = {name: [] for name in networks}  # (predicted, reference)

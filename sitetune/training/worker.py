@@ -28,6 +28,7 @@ from sitetune.db import make_engine
 from sitetune.errors import InvalidInput, SitetuneError
 from sitetune.models.importing import load_torch_network, register_weights
 from sitetune.models.registry import CANDIDATE, Registry
+from sitetune.models.serving import InferenceSettings
 from sitetune.processes import worker_identity, worker_main
 from sitetune.settings import Settings
 from sitetune.training.datasets import case_refs, dataset_root, validate_site_dataset
@@ -79,9 +80,16 @@ class _Heartbeat(threading.Thread):
 class JobRunner:
     """Runs one claimed job to a terminal state."""
 
-    def __init__(self, store: JobStore, registry: Registry, worker: str) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: Registry,
+        worker: str,
+        inference: InferenceSettings | None = None,
+    ) -> None:
         self.store, self.registry, self.worker = store, registry, worker
         self.device = torch_device()
+        self.inference = inference or InferenceSettings()  # the deployment's, for evaluation
 
     def run(self, job: Job) -> Job:
         folder = self.store.folder(job.id)
@@ -222,8 +230,9 @@ class JobRunner:
         if production_network is not None:
             networks["production"] = production_network
         metrics = evaluate_networks(
-            held_out, card, networks, device=self.device, should_stop=heartbeat.cancelled.is_set
-        )
+            held_out, card, networks, device=self.device, should_stop=heartbeat.cancelled.is_set,
+            settings=self.inference,
+        )  # fmt: skip
         evaluation = {
             "held_out_cases": [refs[c.name] for c in held_out],
             "training_cases": [refs[c.name] for c in train_cases],
@@ -304,7 +313,8 @@ class Worker:
         self.registry = Registry(engine, artifacts)
         self.identity = worker_identity()
         self.device = f"{self.identity.rpartition(':')[0]}/{torch_device()}"
-        self.runner = JobRunner(self.store, self.registry, self.identity)
+        inference = InferenceSettings(settings.sw_overlap, settings.sw_batch_size)
+        self.runner = JobRunner(self.store, self.registry, self.identity, inference)
         self.stale_after = datetime.timedelta(seconds=settings.job_stale_seconds)
         self.poll_seconds = settings.worker_poll_seconds
         self.stopping = threading.Event()

@@ -1,0 +1,39 @@
+"""The fine-tune evaluation segments as the deployment serves: its sliding-window settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sitetune.imaging.nifti import save_nifti
+from sitetune.models.networks import build_network
+from sitetune.models.serving import InferenceSettings
+from sitetune.training import evaluation
+from sitetune.training.base import BASE_CARDS, Family
+from sitetune.training.datasets import SiteCase
+
+
+def test_evaluation_uses_the_deployments_inference_settings(
+    small_cardiac_3d, tmp_path, monkeypatch
+):
+    card = BASE_CARDS[Family.LV_CT]
+    image = save_nifti(small_cardiac_3d.image.array.astype(np.int16), tmp_path / "i.nii.gz",
+                       affine=small_cardiac_3d.image.affine)  # fmt: skip
+    label = save_nifti(small_cardiac_3d.labels.array.astype(np.uint8), tmp_path / "l.nii.gz",
+                       affine=small_cardiac_3d.labels.affine)  # fmt: skip
+    case = SiteCase("case", image, label, (0,))
+    seen = []
+    real = evaluation.segment_frame
+
+    def spy(array, affine, card, engine, settings, timings):  # the real segmentation, watched
+        seen.append(settings)
+        return real(array, affine, card, engine, settings, timings)
+
+    monkeypatch.setattr(evaluation, "segment_frame", spy)
+    torch.manual_seed(0)
+    network = build_network(card)
+    deployment = InferenceSettings(overlap=0.5, sw_batch_size=2)
+    metrics = evaluation.evaluate_networks([case], card, {"candidate": network},
+                                           settings=deployment)  # fmt: skip
+    assert seen == [deployment]
+    assert set(metrics["candidate"]["dice"]) == {"LV blood pool", "LV myocardium"}
