@@ -89,12 +89,18 @@ def _frame(labels: np.ndarray, t: int) -> np.ndarray:
 
 
 def build_dicom_outputs(
-    source: Volume, labels: np.ndarray, version: ModelVersion, task: Task, measurement: dict
+    source: Volume,
+    labels: np.ndarray,
+    version: ModelVersion,
+    task: Task,
+    measurement: dict,
+    provenance: dict | None = None,
 ) -> DicomOutputs:
     """SEG(s) and SR for an analysis of DICOM ``source`` whose label map (the card's
     values, on the source grid) is ``labels`` and whose measurement JSON is
     ``measurement`` (as `Analysis.measurement`)."""
     out = DicomOutputs()
+    lines = provenance_lines(provenance or {})
     if source.dicom is None:
         reason = "the input was not DICOM (SEG and SR reference DICOM source images)"
         return DicomOutputs(unavailable={"seg": reason, "sr": reason})
@@ -115,6 +121,7 @@ def build_dicom_outputs(
                     series_instance_uid=series_uid,
                     instance_number=number,
                     series_description=_seg_description(version, task, item),
+                    provenance=lines,
                 )
             except Exception as exc:  # an output that cannot be built never fails the others
                 logger.warning("SEG %s could not be built: %s", item.name, exc, exc_info=True)
@@ -138,6 +145,7 @@ def build_dicom_outputs(
             algorithm_name=version.name,
             algorithm_version=str(version.version),
             procedure=procedure_of(version),
+            provenance=lines,
         )
     except Exception as exc:
         logger.warning("SR could not be built: %s", exc, exc_info=True)
@@ -146,6 +154,22 @@ def build_dicom_outputs(
         out.files[SR_NAME] = sr
         out.kinds[SR_NAME] = "sr"
     return out
+
+
+def provenance_lines(provenance: dict) -> list[str]:
+    """The provenance as Software Versions values (LO: at most 64 characters each)."""
+    model = provenance.get("model") or {}
+    lines = []
+    if model.get("card_sha256"):
+        lines.append(f"card sha256 {model['card_sha256'][:40]}")
+    if provenance.get("backend"):
+        lines.append(str(provenance["backend"])[:64])
+    if provenance.get("input_sha256"):
+        lines.append(f"input sha256 {provenance['input_sha256'][:40]}")
+    settings = provenance.get("settings") or {}
+    if settings:
+        lines.append(" ".join(f"{k}={v}" for k, v in sorted(settings.items()))[:64])
+    return lines
 
 
 def _seg_description(version: ModelVersion, task: Task, item: SegPhase) -> str:

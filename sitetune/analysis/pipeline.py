@@ -9,11 +9,13 @@ and the timings, and builds the DICOM outputs by the one policy of
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sitetune import __version__
 from sitetune.analysis.admission import MemoryGate, check_input, estimated_bytes
 from sitetune.analysis.outputs import DicomOutputs, build_dicom_outputs
 from sitetune.analysis.tasks import (
@@ -69,6 +71,7 @@ class Analysis:
     measurement: dict
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  # what produced it (`provenance`)
 
     def model_summary(self) -> dict:
         """Which model and backend produced the result (None for a mask upload)."""
@@ -97,8 +100,44 @@ class Analysis:
             reason = "the input was a label map, not an image segmented by a model"
             return DicomOutputs(unavailable={"seg": reason, "sr": reason})
         return build_dicom_outputs(
-            self.volume, self.labels, self.version, self.task, self.measurement
+            self.volume, self.labels, self.version, self.task, self.measurement, self.provenance
         )
+
+
+def input_digest(volume: Volume) -> str:
+    """SHA-256 of the voxels (as loaded: rescaled, in the loader's axis order), the shape
+    and the affine: the same image gives the same digest however it was sent."""
+    digest = hashlib.sha256()
+    digest.update(str(volume.array.shape).encode() + str(volume.array.dtype).encode())
+    digest.update(np.ascontiguousarray(volume.affine, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(volume.array).tobytes())
+    return digest.hexdigest()
+
+
+def provenance(volume, task, version, backend, inference, options) -> dict:
+    """What produced a result: model version and card digest, engine, every setting that
+    changes the output, the code version and the input's digest."""
+    thickness, lesions = options
+    settings = {"sw_overlap": inference.overlap, "sw_batch_size": inference.sw_batch_size}
+    if task is Task.WALL_THICKNESS:
+        settings |= {"surfaces": str(thickness.surfaces), "ed": thickness.ed,
+                     "es": thickness.es, "all_phases": thickness.all_phases}  # fmt: skip
+    elif task is Task.LESION_VOLUME:
+        settings |= {"min_lesion_ml": lesions.min_lesion_ml, "connectivity": lesions.connectivity}
+    model = None
+    if version is not None:
+        model = {"name": version.name, "version": str(version.version),
+                 "card_sha256": version.card.digest}  # fmt: skip
+    else:
+        settings = {k: v for k, v in settings.items() if not k.startswith("sw_")}
+    return {
+        "model": model,
+        "backend": backend,
+        "task": task.value,
+        "settings": settings,
+        "code_version": f"sitetune {__version__}",
+        "input_sha256": input_digest(volume),
+    }
 
 
 def label_volumes(labels: np.ndarray, volume: Volume, version: ModelVersion) -> dict:
@@ -196,7 +235,8 @@ class Pipeline:
             task, volume, labels, measured, chosen, thickness, lesions
         )
         timings[MEASURE_STAGE[task]] = round(1000 * (time.perf_counter() - started), 1)
-        return Analysis(volume, labels, task, chosen, backend, measurement, maps, timings)
+        origin = provenance(volume, task, chosen, backend, self.models.config.inference, options)
+        return Analysis(volume, labels, task, chosen, backend, measurement, maps, timings, origin)
 
     @staticmethod
     def _measure(task, volume, labels, measured, chosen, thickness, lesions):

@@ -240,6 +240,7 @@ class AnalysisResults:
                 "input": f"input/{Path(source).name}",
                 "model": {"name": analysis.version.name, "version": analysis.version.version},
                 "measurement": analysis.measurement,
+                "provenance": analysis.provenance,
             }
             writers[RECORD] = lambda path: path.write_text(json.dumps(record))
         timings = analysis.timings_ms
@@ -248,6 +249,7 @@ class AnalysisResults:
             **analysis.measurement,
             "input": analysis.input_summary(),
             "outputs": predicted_outputs(result_id, analysis),
+            "provenance": analysis.provenance,
             "timings_ms": timings,
         }
         self.store.create(kind, summary, writers, result_id=result_id, keep=keep)
@@ -339,8 +341,9 @@ class AnalysisResults:
             reason = f"the stored input cannot be read again ({error.message})"
             return {"datasets": {}, "files": {}, "unavailable": {"seg": reason, "sr": reason}}
         outputs = build_dicom_outputs(
-            source, labels, version, Task(record["task"]), record["measurement"]
-        )
+            source, labels, version, Task(record["task"]), record["measurement"],
+            record.get("provenance"),
+        )  # fmt: skip
         files = {
             name: {"kind": outputs.kinds[name], "phase": outputs.phases.get(name)}
             for name in outputs.files

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -59,6 +59,7 @@ def segmentation_from_labels(
     series_description: str | None = None,
     series_instance_uid: str | None = None,
     instance_number: int = 1,
+    provenance: Sequence[str] = (),
 ) -> hd.seg.Segmentation:
     """Build a BINARY DICOM SEG for a label map lying on a DICOM volume's grid.
 
@@ -72,6 +73,8 @@ def segmentation_from_labels(
             segments' algorithm identification.
         series_instance_uid, instance_number: to put several SEGs (one per cardiac phase)
             in one series; a new series by default.
+        provenance: further Software Versions values (card digest, backend, settings:
+            each at most 64 characters), so the object names what produced it.
     """
     if source.dicom is None:
         raise ValueError("the source volume was not read from DICOM")
@@ -120,7 +123,11 @@ def segmentation_from_labels(
         instance_number=instance_number,
         manufacturer="sitetune",
         manufacturer_model_name=algorithm_name,
-        software_versions=f"sitetune {__version__}; {algorithm_name} {algorithm_version}",
+        software_versions=[
+            f"sitetune {__version__}",
+            f"{algorithm_name} {algorithm_version}",
+            *provenance,
+        ],
         device_serial_number="sitetune",
         omit_empty_frames=False,
     )

@@ -118,6 +118,7 @@ def measurement_report(
     procedure: Code,
     series_number: int = 901,
     series_description: str | None = None,
+    provenance: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """A Comprehensive 3D SR holding a TID 1500 measurement report of ``groups``.
 
@@ -150,7 +151,7 @@ def measurement_report(
         instance_number=1,
         manufacturer="sitetune",
         is_complete=True,
-        software_versions=f"sitetune {__version__}",
+        software_versions=[f"sitetune {__version__}", *provenance],
     )
     sr.SeriesDescription = series_description or f"{algorithm_name} {algorithm_version} report"
     return sr

@@ -9,6 +9,7 @@ parameters) and metrics.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Any
 
@@ -141,6 +142,11 @@ class ModelCard(BaseModel):
         if values != list(range(1, len(values) + 1)):
             raise ValueError(f"label values must be 1..N in order, got {values}")
         return labels
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the card's content (what produced a result, down to its metrics)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
     @property
     def out_channels(self) -> int:

@@ -71,6 +71,7 @@ def analyse(
             "files": [item["name"] for item in written],
             "unavailable": outputs.unavailable,
         },
+        "provenance": analysis.provenance,
         "timings_ms": timings,
     }
     return AnalysisOutput(summary, written)

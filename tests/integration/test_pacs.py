@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -451,3 +452,41 @@ def test_a_destination_refusing_the_seg_class_fails_alone_and_delays_nothing(
         assert received == [Comprehensive3DSRStorage]
     finally:
         server_scp.shutdown()
+
+
+def test_the_same_series_over_http_and_stow_gives_the_same_outputs(server, orthanc, tmp_path):
+    """One pipeline: the mask, the measurement, the provenance and the SEG's segments are
+    the same whether a series comes over HTTP or from the PACS."""
+    case = cardiac_phantom(21, "A", phases=2, spacing=(2.5, 2.5, 3.5))
+    files, study_uid = _write(case.image, tmp_path / "ct", "heart same")
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in files:
+            z.write(f, f.name)
+    with server.client("clinical") as client:
+        http = client.post("/v1/thickness", files={"file": ("s.zip", archive.read_bytes())})
+        assert http.status_code == 200, http.text
+        http = http.json()
+        seg = client.get(f"/v1/results/{http['result_id']}/seg", params={"phase": "ed"})
+        http_seg = pydicom.dcmread(io.BytesIO(seg.content))
+    response = _stow(server, _multipart([("application/dicom", f.read_bytes()) for f in files]))
+    assert response.status_code == 200, response.text
+
+    def done():
+        with server.client("ops") as ops:
+            analyses = ops.get("/v1/pacs/analyses").json()["analyses"]
+        found = [a for a in analyses if a["study_uid"] == study_uid]
+        return found[0] if found and found[0]["state"] in ("done", "failed") else None
+
+    analysis = _wait("the PACS analysis", done, server=server)
+    assert analysis["state"] == "done", analysis
+    pacs = analysis["summary"]
+    assert pacs["provenance"] == http["provenance"]
+    assert pacs["provenance"]["model"]["card_sha256"] and pacs["provenance"]["input_sha256"]
+    assert pacs["thickness"]["phases"] == http["phases"]
+    with server.client("pacs") as client:
+        raw = client.get(f"/v1/pacs/analyses/{analysis['id']}/files/seg-ed.dcm").content
+    pacs_seg = pydicom.dcmread(io.BytesIO(raw))
+    assert np.array_equal(pacs_seg.pixel_array, http_seg.pixel_array)
+    assert list(pacs_seg.SoftwareVersions) == list(http_seg.SoftwareVersions)
+    assert any("card sha256" in v for v in http_seg.SoftwareVersions)
