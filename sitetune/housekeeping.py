@@ -1,8 +1,8 @@
 """Periodic clean-up: retention kept while the service runs, crash leftovers removed.
 
-One pass (`Housekeeping.run`), every ``housekeeping_seconds`` in the PACS worker (which
-``sitetune-serve`` always supervises; ``sitetune-pacs --once``-style callers may run it
-too), removes:
+One pass (`Housekeeping.run`), every ``housekeeping_seconds``, by whichever PACS worker
+finds it due first (a periodic task of `sitetune.work`: once per period however many
+workers and hosts share the database; ``sitetune-serve`` always supervises one), removes:
 
 - results older than ``results_retention_hours`` (rows and files, `ResultStore`), and the
   PACS files of analyses finished that long ago (`PacsStore.purge_expired`);
@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, func, select
+from sqlalchemy import BigInteger, Integer, String, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, utcnow
+from sitetune.db import Base, UtcDateTime, utcnow
 
 logger = logging.getLogger(__name__)
 JOB_KEEP = {"log.txt"}  # what a finished job's folder keeps after its retention
@@ -39,7 +39,7 @@ class HousekeepingRow(Base):
     __tablename__ = "housekeeping"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     items: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)
@@ -85,27 +85,10 @@ def _older_than(folder: Path, cutoff: float) -> list[Path]:
 class Housekeeping:
     """One clean-up pass over the stores of a deployment."""
 
-    def __init__(self, settings, engine: Engine, results, pacs, jobs) -> None:
-        self.settings, self.engine = settings, engine
-        self.results, self.pacs, self.jobs = results, pacs, jobs
-        Base.metadata.create_all(engine, tables=[HousekeepingRow.__table__])
-
-    @classmethod
-    def from_settings(cls, settings, engine: Engine) -> Housekeeping:
-        """Housekeeping over the stores of a deployment (built here: it cleans all of them)."""
-        from sitetune.analysis.results import ResultStore
-        from sitetune.pacs.store import PacsStore
-        from sitetune.training.jobs import JobStore
-
-        artifacts = settings.resolved_artifact_dir
-        retention = datetime.timedelta(hours=settings.results_retention_hours)
-        return cls(
-            settings,
-            engine,
-            ResultStore(engine, artifacts, retention),
-            PacsStore(engine, artifacts),
-            JobStore(engine, artifacts),
-        )
+    def __init__(self, settings, stores) -> None:
+        """Over the `sitetune.stores.Stores` of a deployment (it cleans all of them)."""
+        self.settings, self.engine = settings, stores.engine
+        self.results, self.pacs, self.jobs = stores.results, stores.pacs, stores.jobs
 
     def run(self) -> Report:
         report = Report()
@@ -160,7 +143,6 @@ class Housekeeping:
 
 def reclaimed_bytes(engine: Engine) -> dict[str, int]:
     """Bytes housekeeping reclaimed so far, per kind (for ``/metrics``)."""
-    Base.metadata.create_all(engine, tables=[HousekeepingRow.__table__])
     total = func.sum(HousekeepingRow.bytes)
     with Session(engine) as s:
         rows = s.execute(select(HousekeepingRow.kind, total).group_by(HousekeepingRow.kind))

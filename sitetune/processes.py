@@ -28,6 +28,19 @@ def pacs_worker(argv: list[str] | None = None) -> int:
                        "PacsWorker", argv)  # fmt: skip
 
 
+def sitetune_command(argv: list[str] | None = None) -> int:
+    """``sitetune``: the HTTP client CLI (`sitetune.clients.cli`), and ``sitetune db ...``
+    on the server's own host (`sitetune.db`: the schema of the settings' database)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["db"]:
+        from sitetune.db import main as db_main
+
+        return db_main(argv[1:])
+    from sitetune.clients.cli import main as cli_main
+
+    return cli_main(argv)
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

@@ -83,8 +83,11 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         True, description="the serve command also runs a fine-tune worker (restarted if it dies)"
     )
-    job_stale_seconds: float = Field(
-        60.0, gt=0, description="a running job without a heartbeat this long is recovered"
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a running job, PACS analysis or delivery whose worker has not renewed "
+        "its heartbeat this long is taken over by another worker (any host)",
     )
     worker_poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks")
     pacs_config: Path | None = Field(

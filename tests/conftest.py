@@ -11,6 +11,7 @@ import pytest
 
 from sitetune.imaging.phantoms.acquisition import random_rotation
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+from tests.postgres import postgres_database, postgres_url  # noqa: F401  (a real PostgreSQL)
 from tests.server import orthanc, server  # noqa: F401  (session fixtures: one real server)
 
 # Coarse voxels keep the suite fast; geometry code paths do not depend on voxel size.

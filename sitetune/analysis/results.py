@@ -25,14 +25,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sqlalchemy import DateTime, String, Text, delete, select, update
+from sqlalchemy import String, Text, delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from sitetune.analysis.outputs import build_dicom_outputs, seg_phases
 from sitetune.analysis.pipeline import Analysis
 from sitetune.analysis.tasks import Task
-from sitetune.db import Base, utcnow
+from sitetune.db import Base, UtcDateTime, utcnow
 from sitetune.errors import Conflict, NotFound, SitetuneError
 from sitetune.imaging.archive import ZipLimits
 from sitetune.imaging.load import load_volume
@@ -53,7 +53,7 @@ class ResultRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
     summary: Mapped[str] = mapped_column(Text)
 
 
@@ -64,7 +64,6 @@ class ResultStore:
         self.engine = engine
         self.root = Path(artifact_dir) / "results"
         self.retention = retention
-        Base.metadata.create_all(engine, tables=[ResultRow.__table__])
 
     def create(
         self,

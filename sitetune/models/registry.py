@@ -17,12 +17,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, utcnow
+from sitetune.db import Base, UtcDateTime, utcnow
 from sitetune.errors import Conflict, InputError, NotFound
 from sitetune.models.card import ModelCard
 
@@ -39,7 +39,7 @@ class VersionRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     parent: Mapped[str | None] = mapped_column(String(80), nullable=True)
     card: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(80))
 
 
@@ -57,7 +57,7 @@ class AuditRow(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(64), index=True)
@@ -133,9 +133,6 @@ class Registry:
     def __init__(self, engine: Engine, artifact_dir: Path) -> None:
         self.engine = engine
         self.root = Path(artifact_dir) / "models"
-        Base.metadata.create_all(
-            engine, tables=[VersionRow.__table__, AliasRow.__table__, AuditRow.__table__]
-        )
 
     # -- reading ---------------------------------------------------------------------
     def _version(self, row: VersionRow) -> ModelVersion:

@@ -6,18 +6,23 @@ Series: ``receiving`` (a request is adding instances) -> ``received`` (its reque
 then it follows its analysis: ``analysing`` -> ``analysed`` | ``failed``. A series that
 receives instances again later goes back to ``receiving`` and is analysed again.
 
-Analyses: ``queued -> running -> done | failed`` (``running -> queued`` when the PACS
-worker that ran it died; failed after `MAX_ATTEMPTS`).
+Analyses: ``queued -> running -> done | failed``. An analysis is held by its PACS worker
+with a heartbeat lease (`sitetune.work`): when the worker stops beating (it died, its host
+was redeployed under another name) another worker, on any host, takes it over; one whose
+input is refused fails at once; one that raised or whose worker died is tried again with
+backoff and ``failed`` with the error after `MAX_ATTEMPTS`.
 
-Deliveries (one per analysis and destination): ``pending -> delivered``, retried with
-exponential backoff while the destination is unreachable or refuses; ``failed`` only
-after ``max_attempts``. Rows survive restarts, so nothing is lost.
+Deliveries (one per analysis and destination): ``pending -> sending -> delivered``, the
+same primitive: claimed by one worker, retried with exponential backoff while the
+destination is unreachable or refuses, ``failed`` at once when the refusal is permanent
+and otherwise after the configured attempts. Rows survive restarts, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -25,17 +30,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import DateTime, Integer, String, Text, func, select, update
+from sqlalchemy import Integer, String, Text, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, iso_utc, utcnow
+from sitetune.db import Base, UtcDateTime, iso_utc, utcnow
 from sitetune.errors import NotFound
 from sitetune.pacs.routing import Group, PacsConfig, Route, SeriesInfo
 from sitetune.pacs.stow import CheckedInstance
+from sitetune.work import Backoff, Lifecycle, WorkQueue
 
-MAX_ATTEMPTS = 3  # an analysis is retried this often after its worker died
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # an analysis is tried this often (its worker died, or it raised)
+LEASE = datetime.timedelta(seconds=60)  # default; SITETUNE_LEASE_SECONDS
+ANALYSIS_BACKOFF = Backoff(MAX_ATTEMPTS, base_seconds=5.0, max_seconds=300.0)
+DELIVERY_BACKOFF = Backoff(200, base_seconds=10.0, max_seconds=600.0)  # settings override
 
 
 class SeriesState(StrEnum):
@@ -56,12 +67,21 @@ class AnalysisState(StrEnum):
 
 
 FINISHED = (AnalysisState.DONE.value, AnalysisState.FAILED.value)
+ANALYSIS_LIFECYCLE = Lifecycle(
+    AnalysisState.QUEUED.value, AnalysisState.RUNNING.value, AnalysisState.FAILED.value
+)
 
 
 class DeliveryState(StrEnum):
     PENDING = "pending"
+    SENDING = "sending"
     DELIVERED = "delivered"
     FAILED = "failed"
+
+
+DELIVERY_LIFECYCLE = Lifecycle(
+    DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.FAILED.value
+)
 
 
 class PacsSeriesRow(Base):
@@ -77,8 +97,8 @@ class PacsSeriesRow(Base):
     instances: Mapped[int] = mapped_column(Integer, default=0)
     route: Mapped[str | None] = mapped_column(String(80))
     analysis_id: Mapped[str | None] = mapped_column(String(32))
-    first_received_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    first_received_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class PacsAnalysisRow(Base):
@@ -90,10 +110,12 @@ class PacsAnalysisRow(Base):
     model: Mapped[str] = mapped_column(String(80))
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uids: Mapped[str] = mapped_column(Text)  # JSON list
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    started_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
+    started_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
     worker: Mapped[str | None] = mapped_column(String(120))
+    heartbeat_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     outputs: Mapped[str | None] = mapped_column(Text)  # JSON list of {kind, path, sop_uid}
     summary: Mapped[str | None] = mapped_column(Text)  # JSON: model, measurements
@@ -108,10 +130,12 @@ class PacsDeliveryRow(Base):
     destination: Mapped[str] = mapped_column(String(80))
     state: Mapped[str] = mapped_column(String(16), index=True)
     files: Mapped[str] = mapped_column(Text)  # JSON list of paths
+    worker: Mapped[str | None] = mapped_column(String(120))
+    heartbeat_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
-    next_attempt_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    delivered_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
+    delivered_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -205,11 +229,24 @@ def _series_json(row: PacsSeriesRow) -> dict:
 class PacsStore:
     """Rows and files of everything that came in over DICOMweb and what was sent back."""
 
-    def __init__(self, engine: Engine, artifact_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        artifact_dir: Path,
+        lease: datetime.timedelta = LEASE,
+        delivery_backoff: Backoff = DELIVERY_BACKOFF,
+    ) -> None:
         self.engine = engine
         self.root = Path(artifact_dir) / "pacs"
-        tables = [PacsSeriesRow.__table__, PacsAnalysisRow.__table__, PacsDeliveryRow.__table__]
-        Base.metadata.create_all(engine, tables=tables)
+        self.analyses = WorkQueue(
+            engine, PacsAnalysisRow, ANALYSIS_LIFECYCLE, lease=lease,
+            backoff=ANALYSIS_BACKOFF, order=(PacsAnalysisRow.created_at,),
+        )  # fmt: skip
+        self.deliveries = WorkQueue(
+            engine, PacsDeliveryRow, DELIVERY_LIFECYCLE, lease=lease,
+            backoff=delivery_backoff, order=(PacsDeliveryRow.next_attempt_at,),
+            error_column="last_error",
+        )  # fmt: skip
 
     # -- receiving -------------------------------------------------------------------
     def series_folder(self, study_uid: str, series_uid: str) -> Path:
@@ -352,34 +389,13 @@ class PacsStore:
             return Analysis.from_row(row)
 
     def claim(self, worker: str) -> Analysis | None:
-        """Take the oldest queued analysis (atomically: one worker per analysis)."""
-        with Session(self.engine) as s:
-            candidates = s.scalars(
-                select(PacsAnalysisRow.id)
-                .where(PacsAnalysisRow.state == AnalysisState.QUEUED.value)
-                .order_by(PacsAnalysisRow.created_at)
-                .limit(5)
-            ).all()
-        for analysis_id in candidates:
-            with Session(self.engine) as s, s.begin():
-                taken = s.execute(
-                    update(PacsAnalysisRow)
-                    .where(
-                        PacsAnalysisRow.id == analysis_id,
-                        PacsAnalysisRow.state == AnalysisState.QUEUED.value,
-                    )
-                    .values(
-                        state=AnalysisState.RUNNING.value,
-                        worker=worker,
-                        started_at=utcnow(),
-                        attempts=PacsAnalysisRow.attempts + 1,
-                    )
-                ).rowcount
-                if taken:
-                    self._series_follow(s, analysis_id, SeriesState.ANALYSING)
-            if taken:
-                return self.analysis(analysis_id)
-        return None
+        """Take the oldest due queued analysis (atomically: one worker per analysis)."""
+        analysis_id = self.analyses.claim(
+            worker,
+            values={"started_at": utcnow()},
+            also=lambda s, item: self._series_follow(s, item, SeriesState.ANALYSING),
+        )
+        return None if analysis_id is None else self.analysis(analysis_id)
 
     @staticmethod
     def _series_follow(s: Session, analysis_id: str, state: SeriesState) -> None:
@@ -396,29 +412,25 @@ class PacsStore:
     def finish(
         self,
         analysis_id: str,
+        worker: str,
         *,
         outputs: list[dict] | None = None,
         summary: dict | None = None,
         error: str | None = None,
         deliveries: dict[str, list[str]] | None = None,
     ) -> Analysis:
-        """Record an analysis's outcome and queue its deliveries (destination -> files)."""
+        """Record the outcome of an analysis ``worker`` holds (an ``error`` fails it for
+        good: the input was refused) and queue its deliveries (destination -> files).
+        Nothing is written when another worker took it over meanwhile."""
         now = utcnow()
-        with Session(self.engine) as s, s.begin():
-            row = s.get(PacsAnalysisRow, analysis_id)
-            row.state = (AnalysisState.FAILED if error else AnalysisState.DONE).value
-            row.finished_at = now
-            self._series_follow(
-                s, analysis_id, SeriesState.FAILED if error else SeriesState.ANALYSED
-            )
-            row.outputs = json.dumps(outputs or [])
-            row.summary = json.dumps(summary) if summary is not None else None
-            row.error = error
+
+        def record(s: Session, item: str) -> None:
+            self._series_follow(s, item, SeriesState.FAILED if error else SeriesState.ANALYSED)
             for destination, files in (deliveries or {}).items():
                 s.add(
                     PacsDeliveryRow(
                         id=uuid.uuid4().hex,
-                        analysis_id=analysis_id,
+                        analysis_id=item,
                         destination=destination,
                         state=DeliveryState.PENDING.value,
                         files=json.dumps(files),
@@ -427,28 +439,34 @@ class PacsStore:
                         next_attempt_at=now,
                     )
                 )
+
+        state = (AnalysisState.FAILED if error else AnalysisState.DONE).value
+        values = {
+            "finished_at": now,
+            "outputs": json.dumps(outputs or []),
+            "summary": json.dumps(summary) if summary is not None else None,
+            "error": error,
+        }
+        if not self.analyses.finish(analysis_id, worker, state, values, also=record):
+            logger.warning("analysis %s was taken over; %s's outcome dropped", analysis_id, worker)
         return self.analysis(analysis_id)
 
-    def recover(self, workers_alive) -> list[str]:
-        """Queue again (or fail) running analyses whose worker is gone."""
-        recovered = []
-        with Session(self.engine) as s, s.begin():
-            rows = s.scalars(
-                select(PacsAnalysisRow).where(PacsAnalysisRow.state == AnalysisState.RUNNING.value)
-            ).all()
-            for row in rows:
-                if workers_alive(row.worker):
-                    continue
-                if row.attempts >= MAX_ATTEMPTS:
-                    row.state = AnalysisState.FAILED.value
-                    row.error = f"its worker died {row.attempts} times"
-                    row.finished_at = utcnow()
-                    self._series_follow(s, row.id, SeriesState.FAILED)
-                else:
-                    row.state = AnalysisState.QUEUED.value
-                    self._series_follow(s, row.id, SeriesState.QUEUED)
-                recovered.append(row.id)
-        return recovered
+    def attempt_failed(self, analysis_id: str, worker: str, error: str) -> Analysis:
+        """An attempt raised: the analysis is tried again after a backoff, or ``failed``
+        with ``error`` once its attempts are spent."""
+        self.analyses.retry(analysis_id, worker, error, also=self._series_after_retry)
+        return self.analysis(analysis_id)
+
+    def recover(self, alive=None) -> list[str]:
+        """Queue again (or fail) running analyses and sending deliveries whose worker's
+        lease ran out (or, on this host, whose process is gone; ``alive(worker)``
+        overrides that check). Returns the analysis ids."""
+        self.deliveries.expire(alive)
+        return [item for item, _ in self.analyses.expire(alive, also=self._series_after_retry)]
+
+    def _series_after_retry(self, s: Session, analysis_id: str, state: str) -> None:
+        queued = state == AnalysisState.QUEUED.value
+        self._series_follow(s, analysis_id, SeriesState.QUEUED if queued else SeriesState.FAILED)
 
     def list_analyses(self, limit: int = 100) -> list[Analysis]:
         with Session(self.engine) as s:
@@ -478,22 +496,22 @@ class PacsStore:
             )
             return [Delivery.from_row(r) for r in rows]
 
+    def claim_delivery(self, worker: str) -> Delivery | None:
+        """Take the delivery due longest (``sending``, held by ``worker``)."""
+        delivery_id = self.deliveries.claim(worker)
+        return None if delivery_id is None else self.delivery(delivery_id)
+
     def delivery_attempted(
-        self, delivery_id: str, error: str | None, retry_in: datetime.timedelta | None
+        self, delivery_id: str, worker: str, error: str | None, *, permanent: bool = False
     ) -> Delivery:
-        """Record one attempt: delivered (``error`` None), retried after ``retry_in``, or
-        failed for good (``retry_in`` None)."""
-        now = utcnow()
-        with Session(self.engine) as s, s.begin():
-            row = s.get(PacsDeliveryRow, delivery_id)
-            row.attempts += 1
-            row.last_error = error
-            if error is None:
-                row.state, row.delivered_at = DeliveryState.DELIVERED.value, now
-            elif retry_in is None:
-                row.state = DeliveryState.FAILED.value
-            else:
-                row.next_attempt_at = now + retry_in
+        """Record one attempt of a delivery ``worker`` holds: delivered (``error``
+        None), tried again after the backoff, or failed (``permanent``, or the
+        attempts are spent)."""
+        if error is None:
+            values = {"delivered_at": utcnow(), "last_error": None}
+            self.deliveries.finish(delivery_id, worker, DeliveryState.DELIVERED.value, values)
+        else:
+            self.deliveries.retry(delivery_id, worker, error, permanent=permanent)
         return self.delivery(delivery_id)
 
     def delivery(self, delivery_id: str) -> Delivery:
@@ -509,7 +527,10 @@ class PacsStore:
             row = s.get(PacsDeliveryRow, delivery_id)
             if row is None:
                 raise NotFound(f"no delivery {delivery_id!r}", code="delivery_not_found")
+            if row.state == DeliveryState.SENDING.value:
+                return self.delivery(delivery_id)  # being sent now
             row.state, row.next_attempt_at = DeliveryState.PENDING.value, utcnow()
+            row.attempts, row.worker = 0, None  # an operator's retry: a fresh set of attempts
         return self.delivery(delivery_id)
 
     def list_deliveries(self, limit: int = 200, analysis_id: str | None = None) -> list[Delivery]:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import DateTime, String, select, update
+from sqlalchemy import String, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, iso_utc, utcnow
+from sitetune.db import Base, UtcDateTime, iso_utc, utcnow
 from sitetune.errors import InputError, NotFound
 
 TOKEN_PREFIX = "st_"
@@ -49,10 +49,10 @@ class PrincipalRow(Base):
     name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
     roles: Mapped[str] = mapped_column(String(64))  # comma-separated Role values
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(NAME_MAX))
-    last_used_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,6 @@ class PrincipalStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine, tables=[PrincipalRow.__table__])
 
     def create(self, name: str, roles, created_by: str) -> tuple[Principal, str]:
         """A new principal and its bearer token (returned once, stored as a hash only)."""

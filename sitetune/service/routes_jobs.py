@@ -1,23 +1,20 @@
 """Fine-tune job routes (role ops): submit, list, show, cancel, logs.
 
-Submission validates everything before a job exists: the options, the base model, and
-the dataset (extracted under the job's folder and checked against the base card; every
-problem listed in a 422). The worker process does the training.
+Submission (`sitetune.training.submission`) validates everything before a job exists: the
+options, the base model, and the dataset (extracted under the job's folder and checked
+against the base card; every problem listed in a 422). The worker process does the training.
 """
 
 from __future__ import annotations
 
-import shutil
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse
-from pydantic import ValidationError
 
-from sitetune.errors import InvalidInput
 from sitetune.service.deps import Ops, state
 from sitetune.service.uploads import saved_upload
-from sitetune.training.datasets import open_site_dataset
+from sitetune.training import submission
 
 router = APIRouter()
 
@@ -43,7 +40,7 @@ def submit_job(
 ) -> dict:
     """Queue a fine-tune job of ``base`` on a site dataset (MSD zip); 202 with the job."""
     app = state(request)
-    given = {
+    options = {
         "strategy": strategy,
         "epochs": epochs,
         "iterations_per_epoch": iterations_per_epoch,
@@ -55,38 +52,14 @@ def submit_job(
         "auto_promote": auto_promote,
         "promote_margin": promote_margin,
     }
-    from sitetune.training.finetune import FineTuneConfig, split_cases  # torch: on submission
-
-    try:
-        config = FineTuneConfig.model_validate({k: v for k, v in given.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+    job_request = submission.check_job_request(app.registry, base, options)
+    settings = app.settings
+    with saved_upload(
+        dataset, settings.data_dir / "tmp", settings.max_upload_bytes, "dataset"
+    ) as path:
+        job = submission.submit_job(
+            app.jobs, job_request, path, actor=str(actor), limits=settings.zip_limits
         )
-        raise InvalidInput(f"invalid job options: {problems}", code="invalid_job") from exc
-    if not base:
-        raise InvalidInput(
-            "field 'base' (the model to fine-tune: name, name:alias or name:version) is required",
-            code="missing_base",
-        )
-    version = app.registry.resolve(base)
-    job_id = app.jobs.new_id()
-    folder = app.jobs.folder(job_id)
-    tmp_root = app.settings.data_dir / "tmp"
-    try:
-        with saved_upload(
-            dataset, tmp_root, app.settings.max_upload_bytes, field="dataset"
-        ) as path:
-            site = open_site_dataset(
-                path, folder / "dataset", version.card, app.settings.zip_limits
-            )
-        split_cases(site, config)  # the split must leave cases on both sides
-        job = app.jobs.submit(
-            job_id, version.ref, config.model_dump(mode="json"), site.fingerprint, str(actor)
-        )
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
     return job.to_json()
 
 

@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from sitetune.errors import Conflict, InputError, InvalidInput
 from sitetune.models.card import ModelCard
-from sitetune.models.registry import PRODUCTION, ModelVersion, Registry
+from sitetune.models.registry import ModelVersion
 from sitetune.service.deps import Ops, state
 from sitetune.service.metrics import REGISTRY_EVENTS
 from sitetune.service.uploads import saved_upload
+from sitetune.training.promotion import decide_promotion
 
 
 class PromoteRequest(BaseModel):
@@ -100,42 +101,19 @@ def promote(
     request: Request, name: str, body: Annotated[PromoteRequest, Body()], actor: Ops
 ) -> dict:
     """Make a version production, if the promotion gate lets it (``force`` overrides,
-    with the reason recorded in the audit log)."""
+    with the reason recorded in the audit log): `sitetune.training.promotion`."""
     registry = state(request).registry
-    refusal = promotion_refusal(registry, name, body.version)
-    if refusal and not body.force:
+    decision = decide_promotion(registry, name, body.version)
+    if not decision.allowed and not body.force:
         raise Conflict(
-            f"{refusal}; send force=true with a reason to promote anyway", code="promotion_refused"
+            f"{decision.explanation}; send force=true with a reason to promote anyway",
+            code="promotion_refused",
         )
-    reason = f"{body.reason} (forced past the gate: {refusal})" if refusal else body.reason
+    reason = body.reason
+    if not decision.allowed:
+        reason = f"{body.reason} (forced past the gate: {decision.explanation})"
     moved = registry.promote(name, body.version, actor=str(actor), reason=reason)
     return _production_moved(registry, name, "promote", moved)
-
-
-def promotion_refusal(registry: Registry, name: str, version: int) -> str | None:
-    """Why the gate refuses ``version`` as production, or None.
-
-    A fine-tuned version carries its held-out evaluation against the production version
-    of the time: it is refused when it did worse, or when production has changed since
-    (the comparison no longer holds). Versions without such an evaluation (registered by
-    hand) pass: there is nothing to judge them by.
-    """
-    candidate = registry.get(name, version)
-    evaluation = candidate.card.metrics.get("site_evaluation")
-    if not evaluation or not evaluation.get("gate"):
-        return None
-    gate = evaluation["gate"]
-    production = registry.aliases(name).get(PRODUCTION)
-    if production == version:
-        return None
-    if evaluation.get("production_version") != f"{name}:{production}":
-        return (
-            f"version {version} was evaluated against {evaluation.get('production_version')}, "
-            f"but production is now {name}:{production}"
-        )
-    if not gate["passed"]:
-        return f"the gate refused version {version}: {gate['reason']}"
-    return None
 
 
 @router.post("/v1/models/{name}/rollback")

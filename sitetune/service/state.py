@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from sitetune.analysis.admission import MemoryGate
 from sitetune.analysis.pipeline import Pipeline
-from sitetune.analysis.results import AnalysisResults, ResultStore
-from sitetune.db import make_engine
+from sitetune.analysis.results import AnalysisResults
+from sitetune.db import connect, make_engine, upgrade
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.routing import load_config
@@ -20,6 +21,7 @@ from sitetune.pacs.store import PacsStore
 from sitetune.service.oidc import OidcVerifier
 from sitetune.service.principals import PrincipalStore, Role
 from sitetune.settings import Settings
+from sitetune.stores import Stores
 from sitetune.training.jobs import JobStore
 
 logger = logging.getLogger(__name__)
@@ -36,28 +38,27 @@ class AppState:
     oidc: OidcVerifier | None
     jobs: JobStore
     pacs: PacsStore
+    engine: Engine
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
-        engine = make_engine(settings.resolved_database_url)
-        artifacts = settings.resolved_artifact_dir
-        registry = Registry(engine, artifacts)
-        store = ResultStore(
-            engine, artifacts, datetime.timedelta(hours=settings.results_retention_hours)
-        )
-        models = ModelServer.from_settings(registry, settings)
+        stores = Stores.from_settings(settings)
+        models = ModelServer.from_settings(stores.registry, settings)
         return cls(
             settings=settings,
-            registry=registry,
-            results=AnalysisResults(store, registry, settings.zip_limits, settings.image_limits),
+            registry=stores.registry,
+            results=AnalysisResults(
+                stores.results, stores.registry, settings.zip_limits, settings.image_limits
+            ),
             models=models,
             pipeline=Pipeline(
                 models, MemoryGate(settings.worker_memory_bytes, settings.admission_wait_seconds)
             ),
-            principals=PrincipalStore(engine),
+            principals=PrincipalStore(stores.engine),
             oidc=OidcVerifier.from_settings(settings),
-            jobs=JobStore(engine, artifacts),
-            pacs=PacsStore(engine, artifacts),
+            jobs=stores.jobs,
+            pacs=stores.pacs,
+            engine=stores.engine,
         )
 
 
@@ -80,7 +81,10 @@ def bootstrap(settings: Settings) -> None:
     principal per role, their tokens written to a file only this user can read, never to
     the log), built-in models."""
     settings.prepare()
-    principals = PrincipalStore(make_engine(settings.resolved_database_url))
+    before, after = upgrade(make_engine(settings.resolved_database_url))  # under a lock
+    if before != after:
+        print(f"sitetune: database schema {before or 'empty'} -> {after}", file=sys.stderr)
+    principals = PrincipalStore(connect(settings.resolved_database_url))
     if settings.tokens:
         principals.import_spec(settings.tokens)
     if settings.resolved_tokens_file.is_file():  # the hashes file of earlier releases

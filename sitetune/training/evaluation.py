@@ -1,4 +1,4 @@
-"""Production against candidate on the same held-out site cases, and the promotion gate.
+"""Production against candidate on the same held-out site cases.
 
 Every held-out case is segmented by each network, frame by labelled frame, exactly as the
 service segments (`segment_frame`, on the case's own grid). Reported per network:
@@ -11,7 +11,7 @@ service segments (`segment_frame`, on the case's own grid). Reported per network
 - ``flair-lesion``: the WMH challenge metrics (`wmh_metrics`, averaged over the cases where
   defined) and the mean absolute total-volume error in mL.
 
-The gate passes when the candidate's mean Dice is at least production's minus the margin.
+The promotion gate judges these metrics: `sitetune.training.promotion`.
 """
 
 from __future__ import annotations
@@ -140,19 +140,3 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
             }
         out[name] = entry
     return out
-
-
-def promotion_gate(candidate: dict, production: dict, margin: float) -> dict:
-    """Whether the candidate may replace production: mean Dice at least production's
-    minus ``margin`` on the held-out cases."""
-    passed = candidate["mean_dice"] >= production["mean_dice"] - margin
-    relation = "at least" if passed else "below"
-    return {
-        "metric": "mean_dice",
-        "candidate": candidate["mean_dice"],
-        "production": production["mean_dice"],
-        "margin": margin,
-        "passed": passed,
-        "reason": f"candidate mean Dice {candidate['mean_dice']:.4f} is {relation} production's "
-        f"{production['mean_dice']:.4f} - margin {margin}",
-    }

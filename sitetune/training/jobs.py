@@ -22,15 +22,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, func, select, update
+from sqlalchemy import Boolean, Integer, String, Text, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sitetune.db import Base, iso_utc, utcnow
+from sitetune.db import Base, UtcDateTime, iso_utc, utcnow
 from sitetune.errors import Conflict, NotFound
-from sitetune.processes import process_gone
+from sitetune.work import Backoff, Lifecycle, WorkQueue
 
 MAX_ATTEMPTS = 3  # a job is resumed at most this many times after its worker died
+LEASE = datetime.timedelta(seconds=60)  # default; SITETUNE_LEASE_SECONDS
+BACKOFF = Backoff(MAX_ATTEMPTS, base_seconds=0.0)  # resumed at once, from its checkpoint
 
 
 class JobState(StrEnum):
@@ -42,6 +44,10 @@ class JobState(StrEnum):
 
 
 TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+LIFECYCLE = Lifecycle(
+    JobState.QUEUED.value, JobState.RUNNING.value, JobState.FAILED.value,
+    cancelled=JobState.CANCELLED.value,
+)  # fmt: skip
 
 
 class JobRow(Base):
@@ -53,10 +59,11 @@ class JobRow(Base):
     config: Mapped[str] = mapped_column(Text)
     dataset_fingerprint: Mapped[str] = mapped_column(String(80))
     created_by: Mapped[str] = mapped_column(String(80))
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    started_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
+    started_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
     worker: Mapped[str | None] = mapped_column(String(120))  # "host:pid"
     device: Mapped[str | None] = mapped_column(String(120))  # "host/cpu", "host/cuda:0"
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -135,10 +142,15 @@ class Job:
 class JobStore:
     """Job rows and job folders."""
 
-    def __init__(self, engine: Engine, artifact_dir: Path) -> None:
+    def __init__(
+        self, engine: Engine, artifact_dir: Path, lease: datetime.timedelta = LEASE
+    ) -> None:
         self.engine = engine
         self.root = Path(artifact_dir) / "jobs"
-        Base.metadata.create_all(engine, tables=[JobRow.__table__])
+        self.queue = WorkQueue(
+            engine, JobRow, LIFECYCLE, lease=lease, backoff=BACKOFF,
+            order=(JobRow.created_at, JobRow.id),
+        )  # fmt: skip
 
     def folder(self, job_id: str) -> Path:
         return self.root / job_id
@@ -199,42 +211,16 @@ class JobStore:
                     JobRow.state == JobState.RUNNING.value, JobRow.device == device
                 )
             )
-            if busy is not None:
-                return None
-            candidates = s.scalars(
-                select(JobRow.id)
-                .where(JobRow.state == JobState.QUEUED.value)
-                .order_by(JobRow.created_at, JobRow.id)
-                .limit(5)
-            ).all()
-        for job_id in candidates:
-            now = utcnow()
-            with Session(self.engine) as s, s.begin():
-                taken = s.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED.value)
-                    .values(
-                        state=JobState.RUNNING.value,
-                        worker=worker,
-                        device=device,
-                        heartbeat_at=now,
-                        started_at=now,
-                        attempts=JobRow.attempts + 1,
-                    )
-                ).rowcount
-            if taken:
-                return self.get(job_id)
-        return None
+        if busy is not None:
+            return None
+        job_id = self.queue.claim(worker, values={"device": device, "started_at": utcnow()})
+        return None if job_id is None else self.get(job_id)
 
     def heartbeat(self, job_id: str, worker: str, progress: dict | None = None) -> bool:
         """Record that ``worker`` is alive (and its progress); True when cancel was asked."""
-        values: dict[str, Any] = {"heartbeat_at": utcnow()}
-        if progress is not None:
-            values["progress"] = json.dumps(progress)
-        with Session(self.engine) as s, s.begin():
-            s.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(**values)
-            )
+        values = None if progress is None else {"progress": json.dumps(progress)}
+        self.queue.heartbeat(job_id, worker, values)
+        with Session(self.engine) as s:
             return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def finish(
@@ -249,21 +235,12 @@ class JobStore:
         """End a running job held by ``worker`` in a terminal ``state``."""
         if state not in TERMINAL:
             raise ValueError(f"{state} is not a terminal state")
-        values: dict[str, Any] = {"state": state.value, "finished_at": utcnow()}
+        values: dict[str, Any] = {"finished_at": utcnow()}
         if result is not None:
             values["result"] = json.dumps(result)
         if error is not None:
             values["error"] = error
-        with Session(self.engine) as s, s.begin():
-            s.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.worker == worker,
-                    JobRow.state == JobState.RUNNING.value,
-                )
-                .values(**values)
-            )
+        self.queue.finish(job_id, worker, state.value, values)
         return self.get(job_id)
 
     def request_cancel(self, job_id: str) -> Job:
@@ -284,44 +261,13 @@ class JobStore:
                 row.finished_at = utcnow()
         return self.get(job_id)
 
-    def recover(self, stale_after: datetime.timedelta) -> list[Job]:
+    def recover(self, lease: datetime.timedelta | None = None) -> list[Job]:
         """Requeue (or fail) running jobs whose worker is gone; returns the jobs changed.
 
-        A worker is gone when its heartbeat is older than ``stale_after``, or at once when
-        it ran on this host and its process has exited. A job goes back to the queue (to
-        resume from its last checkpoint) unless it was cancelled meanwhile (-> cancelled)
-        or has been attempted `MAX_ATTEMPTS` times (-> failed, with the reason).
+        A worker is gone when its heartbeat is older than the lease (``lease``, else the
+        store's), or at once when it ran on this host and its process has exited. A job
+        goes back to the queue (to resume from its last checkpoint) unless it was
+        cancelled meanwhile (-> cancelled) or has been attempted `MAX_ATTEMPTS` times
+        (-> failed, with the reason).
         """
-        cutoff = utcnow() - stale_after
-        changed = []
-        with Session(self.engine) as s:
-            running = s.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING.value)).all()
-        for row in running:
-            heartbeat = row.heartbeat_at
-            stale = heartbeat is None or heartbeat.replace(tzinfo=datetime.UTC) < cutoff
-            if not (stale or process_gone(row.worker)):
-                continue
-            if row.cancel_requested:
-                values = {"state": JobState.CANCELLED.value, "finished_at": utcnow()}
-            elif row.attempts >= MAX_ATTEMPTS:
-                values = {
-                    "state": JobState.FAILED.value,
-                    "finished_at": utcnow(),
-                    "error": f"the worker stopped during attempt {row.attempts} of "
-                    f"{MAX_ATTEMPTS} (last heartbeat {iso_utc(heartbeat)}); giving up",
-                }
-            else:
-                values = {"state": JobState.QUEUED.value, "worker": None, "device": None}
-            with Session(self.engine) as s, s.begin():
-                done = s.execute(
-                    update(JobRow)
-                    .where(
-                        JobRow.id == row.id,
-                        JobRow.state == JobState.RUNNING.value,
-                        JobRow.worker == row.worker,
-                    )
-                    .values(**values)
-                ).rowcount
-            if done:
-                changed.append(self.get(row.id))
-        return changed
+        return [self.get(job_id) for job_id, _ in self.queue.expire(lease=lease)]

@@ -14,7 +14,6 @@ request; cancelling stops training within one iteration and registers nothing.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import threading
@@ -24,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from sitetune.db import make_engine
 from sitetune.errors import InvalidInput, SitetuneError
 from sitetune.models.importing import load_torch_network, register_weights
 from sitetune.models.registry import CANDIDATE, Registry
 from sitetune.models.serving import InferenceSettings
 from sitetune.processes import worker_identity, worker_main
 from sitetune.settings import Settings
+from sitetune.stores import Stores
 from sitetune.training.datasets import case_refs, dataset_root, validate_site_dataset
-from sitetune.training.evaluation import evaluate_networks, promotion_gate
+from sitetune.training.evaluation import evaluate_networks
 from sitetune.training.finetune import (
     FineTuneConfig,
     apply_strategy,
@@ -41,6 +40,7 @@ from sitetune.training.finetune import (
 )
 from sitetune.training.jobs import Job, JobState, JobStore
 from sitetune.training.loop import Trainer, validation_patches
+from sitetune.training.promotion import decide_promotion, held_out_gate
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class JobRunner:
             network, folder,
         )  # fmt: skip
         log.info("registered %s (alias %s)", version.ref, CANDIDATE)
-        promoted, promotion = self._auto_promote(job, version, evaluation, config, log)
+        promoted, promotion = self._auto_promote(job, version, config, log)
         return {
             "version": version.version,
             "ref": version.ref,
@@ -241,29 +241,27 @@ class JobRunner:
             "production": metrics.get("production"),
         }
         if "production" in metrics:
-            evaluation["gate"] = promotion_gate(
-                metrics["candidate"], metrics["production"], config.promote_margin
-            )
+            gate = held_out_gate(metrics["candidate"], metrics["production"], config.promote_margin)
+            evaluation["gate"] = gate.to_json()
         return evaluation
 
-    def _auto_promote(self, job, version, evaluation, config, log) -> tuple[bool, str]:
-        """Promote ``version`` when asked and the gate passes; (promoted, why)."""
+    def _auto_promote(self, job, version, config, log) -> tuple[bool, str]:
+        """Promote ``version`` when asked and the gate lets it (a passed gate required:
+        `decide_promotion`); (promoted, why)."""
         if not config.auto_promote:
             return False, "auto_promote is off; promote with POST /v1/models/{name}/promote"
-        gate = evaluation.get("gate")
-        if gate is None:
-            return False, "no production version with torch weights to compare with"
-        if not gate["passed"]:
-            log.info("not promoted: %s", gate["reason"])
-            return False, f"not promoted: {gate['reason']}"
+        decision = decide_promotion(self.registry, version.name, version.version, require_gate=True)
+        if not decision.allowed:
+            log.info("not promoted: %s", decision.explanation)
+            return False, f"not promoted: {decision.explanation}"
         self.registry.promote(
             version.name,
             version.version,
             actor=f"job:{job.id}",
-            reason=f"auto-promoted by job {job.id}: {gate['reason']}",
+            reason=f"auto-promoted by job {job.id}: {decision.explanation}",
         )
         log.info("promoted %s to production", version.ref)
-        return True, gate["reason"]
+        return True, decision.explanation
 
     def _register(
         self, job, card, parent, fingerprint, config, strategy, history, evaluation, network, folder
@@ -307,21 +305,18 @@ class Worker:
     """Claims and runs jobs until told to stop; recovers jobs of dead workers."""
 
     def __init__(self, settings: Settings) -> None:
-        engine = make_engine(settings.resolved_database_url)
-        artifacts = settings.resolved_artifact_dir
-        self.store = JobStore(engine, artifacts)
-        self.registry = Registry(engine, artifacts)
+        stores = Stores.from_settings(settings)
+        self.store, self.registry = stores.jobs, stores.registry
         self.identity = worker_identity()
         self.device = f"{self.identity.rpartition(':')[0]}/{torch_device()}"
         inference = InferenceSettings(settings.sw_overlap, settings.sw_batch_size)
         self.runner = JobRunner(self.store, self.registry, self.identity, inference)
-        self.stale_after = datetime.timedelta(seconds=settings.job_stale_seconds)
         self.poll_seconds = settings.worker_poll_seconds
         self.stopping = threading.Event()
 
     def run_once(self) -> Job | None:
         """Recover stale jobs, then run the next queued one (if any)."""
-        for job in self.store.recover(self.stale_after):
+        for job in self.store.recover():
             logger.info("recovered job %s: now %s", job.id, job.state)
         job = self.store.claim(self.identity, self.device)
         if job is None:

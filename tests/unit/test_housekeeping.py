@@ -8,23 +8,20 @@ import time
 
 from sqlalchemy import update
 
-from sitetune.analysis.results import ResultStore
-from sitetune.db import make_engine
 from sitetune.housekeeping import Housekeeping, reclaimed_bytes
-from sitetune.pacs.store import PacsStore
 from sitetune.settings import Settings
-from sitetune.training.jobs import JobRow, JobState, JobStore
+from sitetune.stores import Stores
+from sitetune.training.jobs import JobRow, JobState
 
 
 def test_one_pass_removes_expired_results_leftovers_and_old_job_files(tmp_path):
     settings = Settings(data_dir=tmp_path / "state", _env_file=None, leftover_hours=1.0,
                         job_files_retention_hours=1.0)  # fmt: skip
     settings.prepare()
-    engine = make_engine(settings.resolved_database_url)
-    artifacts = settings.resolved_artifact_dir
-    results = ResultStore(engine, artifacts, datetime.timedelta(hours=1))
-    jobs = JobStore(engine, artifacts)
-    keeper = Housekeeping(settings, engine, results, PacsStore(engine, artifacts), jobs)
+    stores = Stores.from_settings(settings)
+    engine, results, jobs = stores.engine, stores.results, stores.jobs
+    results.retention = datetime.timedelta(hours=1)
+    keeper = Housekeeping(settings, stores)
 
     old = results.create("segment", {}, {"mask.nii.gz": lambda p: p.write_bytes(b"m" * 1000)})
     fresh = results.create("segment", {}, {"mask.nii.gz": lambda p: p.write_bytes(b"m")})

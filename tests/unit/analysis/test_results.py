@@ -7,14 +7,14 @@ import datetime
 import pytest
 
 from sitetune.analysis.results import ResultStore
-from sitetune.db import make_engine
+from sitetune.db import connect
 from sitetune.errors import NotFound
 
 
 @pytest.fixture
 def store(tmp_path):
     return ResultStore(
-        make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"),
+        connect(f"sqlite:///{tmp_path / 'db.sqlite'}"),
         tmp_path / "a",
         datetime.timedelta(hours=1),
     )

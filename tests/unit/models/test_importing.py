@@ -7,7 +7,7 @@ import zipfile
 import pytest
 import torch
 
-from sitetune.db import make_engine
+from sitetune.db import connect
 from sitetune.errors import InvalidInput
 from sitetune.models.engines import OrtEngine, TorchEngine
 from sitetune.models.export import export_onnx
@@ -19,7 +19,7 @@ from tests.unit.models.test_engines import SMALL
 
 @pytest.fixture
 def registry(tmp_path):
-    return Registry(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
+    return Registry(connect(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sitetune.db import make_engine
+from sitetune.db import connect
 from sitetune.errors import Conflict, NotFound
 from sitetune.models.registry import PRODUCTION, Registry
 from sitetune.training.base import BASE_CARDS
@@ -12,7 +12,7 @@ from sitetune.training.base import BASE_CARDS
 
 @pytest.fixture
 def registry(tmp_path):
-    return Registry(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
+    return Registry(connect(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
 
 
 @pytest.fixture

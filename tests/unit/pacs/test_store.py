@@ -6,12 +6,13 @@ import datetime
 import shutil
 
 import pytest
+from sqlalchemy.orm import Session
 
-from sitetune.db import make_engine
+from sitetune.db import connect, utcnow
 from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.pacs.delivery import next_retry
 from sitetune.pacs.routing import Group, PacsConfig, Route
-from sitetune.pacs.store import PacsStore
+from sitetune.pacs.store import PacsAnalysisRow, PacsDeliveryRow, PacsStore
 from sitetune.pacs.stow import ReceivedPart, check_instance
 
 NOW = datetime.timedelta(0)
@@ -23,7 +24,7 @@ CONFIG = PacsConfig(routes=(
 
 @pytest.fixture()
 def store(tmp_path):
-    return PacsStore(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
+    return PacsStore(connect(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
 
 
 def _receive(store, volume, folder, description, study_uid=None, end=True):
@@ -81,30 +82,58 @@ def test_analysis_claim_finish_and_delivery_retries(store, oblique_cardiac, tmp_
     running = store.claim("host:1")
     assert running.id == queued.id and running.state == "running"
     assert store.claim("host:2") is None, "one worker per analysis"
-    done = store.finish(running.id, outputs=[{"name": "sr.dcm", "path": "/x"}],
+    done = store.finish(running.id, "host:1", outputs=[{"name": "sr.dcm", "path": "/x"}],
                         summary={"ok": 1}, deliveries={"pacs": ["/x"]})  # fmt: skip
     assert done.state == "done" and done.summary == {"ok": 1}
-    (due,) = store.due_deliveries()
-    retry = next_retry(1, 2.0, 10.0)
-    pending = store.delivery_attempted(due.id, "connection refused", retry)
+    sending = store.claim_delivery("host:1")
+    assert sending.state == "sending" and store.claim_delivery("host:2") is None
+    pending = store.delivery_attempted(sending.id, "host:1", "connection refused")
     assert pending.state == "pending" and pending.attempts == 1
-    assert store.due_deliveries() == [], "not due before its backoff"
-    delivered = store.delivery_attempted(due.id, None, None)
-    assert delivered.state == "delivered" and delivered.delivered_at
-    gave_up = store.delivery_attempted(store.retry_delivery(due.id).id, "refused", None)
-    assert gave_up.state == "failed"
+    assert store.claim_delivery("host:1") is None, "not due before its backoff"
+    with Session(store.engine) as s, s.begin():  # the backoff has passed
+        s.get(PacsDeliveryRow, sending.id).next_attempt_at = utcnow()
+    again = store.claim_delivery("host:2")
+    delivered = store.delivery_attempted(again.id, "host:2", None)
+    assert delivered.state == "delivered" and delivered.delivered_at and delivered.attempts == 2
+    retried = store.retry_delivery(again.id)
+    assert retried.state == "pending" and retried.attempts == 0, "an operator's fresh start"
+    store.claim_delivery("host:1")
+    gave_up = store.delivery_attempted(again.id, "host:1", "refused", permanent=True)
+    assert gave_up.state == "failed" and gave_up.last_error == "refused"
     assert store.counts()["deliveries"] == {"failed": 1}
+
+
+def test_an_analysis_outcome_is_written_only_by_its_holder(store, oblique_cardiac, tmp_path):
+    _receive(store, oblique_cardiac.image.phase(0), tmp_path / "a", "single")
+    store.assemble(CONFIG, NOW)
+    analysis = store.claim("old-host:1")
+    store.analyses.lease = datetime.timedelta(seconds=-1)  # its lease is over
+    assert store.recover(alive=lambda worker: True) == [analysis.id]
+    with Session(store.engine) as s, s.begin():
+        s.get(PacsAnalysisRow, analysis.id).next_attempt_at = utcnow()
+    taken = store.claim("new-host:7")
+    assert taken.id == analysis.id and taken.attempts == 2
+    late = store.finish(analysis.id, "old-host:1", summary={"from": "old"}, deliveries={"x": []})
+    assert late.state == "running" and late.summary is None and late.worker == "new-host:7"
+    assert store.list_deliveries() == [], "the late outcome queued nothing"
+    assert store.finish(analysis.id, "new-host:7", summary={"ok": 1}).state == "done"
 
 
 def test_a_dead_workers_analysis_is_queued_again_then_failed(store, oblique_cardiac, tmp_path):
     _receive(store, oblique_cardiac.image.phase(0), tmp_path / "a", "single")
     store.assemble(CONFIG, NOW)
     for attempt in range(3):
+        with Session(store.engine) as s, s.begin():  # skip the backoff
+            for row in s.query(PacsAnalysisRow):
+                row.next_attempt_at = None
         analysis = store.claim("host:1")
         assert analysis.attempts == attempt + 1
         assert store.recover(lambda worker: True) == [], "its worker is alive"
+        assert {s["state"] for s in store.list_series()} == {"analysing"}
         store.recover(lambda worker: False)
-    assert store.analysis(analysis.id).state == "failed"
+    failed = store.analysis(analysis.id)
+    assert failed.state == "failed" and "stopped during attempt 3" in failed.error
+    assert {s["state"] for s in store.list_series()} == {"failed"}
 
 
 def test_backoff_doubles_up_to_the_cap():
@@ -119,14 +148,15 @@ def test_expired_files_go_unless_a_delivery_still_needs_them(store, oblique_card
     outputs = store.output_folder(analysis.id)
     outputs.mkdir(parents=True)
     (outputs / "sr.dcm").write_bytes(b"sr")
-    store.finish(analysis.id, outputs=[], deliveries={"pacs": [str(outputs / "sr.dcm")]})
+    store.finish(analysis.id, "host:1", outputs=[],
+                 deliveries={"pacs": [str(outputs / "sr.dcm")]})  # fmt: skip
     instances = store.series_folder(analysis.study_uid, analysis.series_uids[0])
     scout_folder = store.series_folder(analysis.study_uid, next(iter(scout)))
     assert store.purge_expired(datetime.timedelta(hours=1)) == 0, "nothing is old enough"
     assert store.purge_expired(NOW) == 1, "only the unrouted series: a delivery is pending"
     assert not scout_folder.exists() and instances.exists() and outputs.exists()
-    (delivery,) = store.due_deliveries()
-    store.delivery_attempted(delivery.id, None, None)
+    delivery = store.claim_delivery("host:1")
+    store.delivery_attempted(delivery.id, "host:1", None)
     assert store.purge_expired(NOW) == 2
     assert not instances.exists() and not outputs.exists()
     assert store.analysis(analysis.id).state == "done", "rows stay"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sitetune.db import make_engine
+from sitetune.db import connect
 from sitetune.errors import Forbidden, InputError, Unauthorized
 from sitetune.service.auth import Role, authorise
 from sitetune.service.principals import PrincipalStore, digest
@@ -14,7 +14,7 @@ from sitetune.service.principals import PrincipalStore, digest
 
 @pytest.fixture
 def store(tmp_path) -> PrincipalStore:
-    return PrincipalStore(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    return PrincipalStore(connect(f"sqlite:///{tmp_path / 'db.sqlite'}"))
 
 
 def test_a_principal_gets_a_token_stored_as_a_hash_only(store, tmp_path):

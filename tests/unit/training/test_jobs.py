@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sitetune.db import make_engine
+from sitetune.db import connect
 from sitetune.errors import Conflict, NotFound
 from sitetune.training.jobs import MAX_ATTEMPTS, JobState, JobStore
 
@@ -18,7 +18,7 @@ HOUR = datetime.timedelta(hours=1)
 
 @pytest.fixture
 def store(tmp_path) -> JobStore:
-    return JobStore(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
+    return JobStore(connect(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "artifacts")
 
 
 def _submit(store: JobStore, n: int = 1) -> list[str]:
@@ -90,7 +90,7 @@ def test_gives_up_after_max_attempts_with_the_reason(store):
         assert store.claim(f"elsewhere:{attempt}", "elsewhere/cpu").attempts == attempt
         (job,) = store.recover(datetime.timedelta(seconds=-1))
     assert job.state is JobState.FAILED and job.finished_at is not None
-    assert f"attempt {MAX_ATTEMPTS} of {MAX_ATTEMPTS}" in job.error
+    assert f"stopped during attempt {MAX_ATTEMPTS}" in job.error
 
 
 def test_a_cancelled_job_of_a_dead_worker_ends_cancelled(store):

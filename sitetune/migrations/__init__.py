@@ -1,0 +1,1 @@
+"""Alembic migrations of the sitetune database (`sitetune.db.upgrade` runs them)."""
