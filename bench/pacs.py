@@ -30,10 +30,10 @@ import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sitetune.dicomweb import stow
 from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.imaging.phantoms.brain import brain_phantom
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
-from sitetune.pacs.delivery import stow
 from tests.integration.orthanc import Orthanc, free_port
 
 TOKEN = "bench-pacs-token"

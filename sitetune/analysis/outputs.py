@@ -157,18 +157,19 @@ def build_dicom_outputs(
 
 
 def provenance_lines(provenance: dict) -> list[str]:
-    """The provenance as Software Versions values (LO: at most 64 characters each)."""
+    """The provenance as Software Versions values (LO: at most 64 characters each; 62
+    here, as a padded odd total length must not push the last one over)."""
     model = provenance.get("model") or {}
     lines = []
     if model.get("card_sha256"):
         lines.append(f"card sha256 {model['card_sha256'][:40]}")
     if provenance.get("backend"):
-        lines.append(str(provenance["backend"])[:64])
+        lines.append(str(provenance["backend"])[:62])
     if provenance.get("input_sha256"):
         lines.append(f"input sha256 {provenance['input_sha256'][:40]}")
     settings = provenance.get("settings") or {}
     if settings:
-        lines.append(" ".join(f"{k}={v}" for k, v in sorted(settings.items()))[:64])
+        lines.append(" ".join(f"{k}={v}" for k, v in sorted(settings.items()))[:62])
     return lines
 
 

@@ -115,8 +115,9 @@ def input_digest(volume: Volume) -> str:
 
 
 def provenance(volume, task, version, backend, inference, options) -> dict:
-    """What produced a result: model version and card digest, engine, every setting that
-    changes the output, the code version and the input's digest."""
+    """What produced a result: model version and card digest, engine and backend, every
+    setting that changes the output, the code version and the input's digest (the stage
+    timings are added by `Pipeline`)."""
     thickness, lesions = options
     settings = {"sw_overlap": inference.overlap, "sw_batch_size": inference.sw_batch_size}
     if task is Task.WALL_THICKNESS:
@@ -132,6 +133,7 @@ def provenance(volume, task, version, backend, inference, options) -> dict:
         settings = {k: v for k, v in settings.items() if not k.startswith("sw_")}
     return {
         "model": model,
+        "engine": backend.partition(":")[0] if backend else None,
         "backend": backend,
         "task": task.value,
         "settings": settings,
@@ -236,6 +238,7 @@ class Pipeline:
         )
         timings[MEASURE_STAGE[task]] = round(1000 * (time.perf_counter() - started), 1)
         origin = provenance(volume, task, chosen, backend, self.models.config.inference, options)
+        origin["timings_ms"] = dict(timings)  # the stages that produced it (load, segment ...)
         return Analysis(volume, labels, task, chosen, backend, measurement, maps, timings, origin)
 
     @staticmethod

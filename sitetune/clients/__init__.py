@@ -1,1 +1,3 @@
-"""clients: built by a later issue (see README, Status)."""
+"""Clients of the HTTP service: the Python client, the ``sitetune`` command line and the
+DIMSE bridge (C-STORE in, STOW-RS out). They talk to the service over HTTP only.
+"""

@@ -33,8 +33,7 @@ from pynetdicom import (
 )
 from pynetdicom.sop_class import Verification
 
-from sitetune.pacs.delivery import next_retry, stow
-from sitetune.pacs.stow import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, UID_PATTERN
+from sitetune.dicomweb import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, UID_PATTERN, next_retry, stow
 
 logger = logging.getLogger("sitetune.bridge")
 

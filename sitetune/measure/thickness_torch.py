@@ -4,12 +4,12 @@ Imported lazily by ``wall_thickness(..., device=...)``, so that importing the me
 code never imports torch. Both solve the same discrete equations as the numpy/numba code:
 
 - **Laplace**: the same Jacobi-preconditioned float32 conjugate gradients as
-  ``thickness._pcg`` (same start, stopping rule and iteration cap) on the matrix-free system
-  ``thickness`` assembles, its product as a gather of the six neighbours.
+  ``laplace._pcg`` (same start, stopping rule and iteration cap) on the matrix-free system
+  ``laplace`` assembles, its product as a gather of the six neighbours.
   Convergence is read back to the host only every few iterations; the iterate is frozen
   on the device at the first iteration that meets the tolerance, so the result and the
   iteration count are those of stopping there.
-- **Path lengths**: the upwind equations of ``thickness._upwind_pass``, triangular in
+- **Path lengths**: the upwind equations of ``path_lengths._upwind_pass``, triangular in
   order of the potential, solved by the Jacobi fixed point ``x <- step + C x`` built on the
   device from the cells' face arrays (gathers instead of a sequential pass), which is exact
   after as many sweeps as the longest dependency chain.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from sitetune.measure.thickness import _LaplaceSystem
+    from sitetune.measure.laplace import LaplaceSystem
 
 _CHECK_EVERY = 8  # iterations (sweeps) between reads of the convergence flag on the host
 _SWEEP_TOLERANCE = 1e-6  # relative change below which the path-length sweeps have converged
@@ -50,13 +50,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def pcg(
-    system: _LaplaceSystem, x: np.ndarray, tolerance: float, device: torch.device
+    system: LaplaceSystem, x: np.ndarray, tolerance: float, device: torch.device
 ) -> tuple[np.ndarray, int]:
     """Jacobi-preconditioned conjugate gradients on ``system`` from the start ``x`` on
     ``device``: ``(x, iterations)``.
 
     The same recurrence, stopping rule (``r . D^-1 r <= tolerance^2 rhs . D^-1 rhs``)
-    and cap (``20 n`` iterations) as ``thickness._pcg``, in float32; the matrix product
+    and cap (``20 n`` iterations) as ``laplace._pcg``, in float32; the matrix product
     gathers the six neighbours of every cell (a padded zero where there is none).
     """
     n = x.size
@@ -107,7 +107,7 @@ def upwind_path_lengths(
     max_step: float,
     device: torch.device,
 ) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]]:
-    """``thickness._upwind_pass`` for both surfaces as Jacobi sweeps on ``device``:
+    """``path_lengths._upwind_pass`` for both surfaces as Jacobi sweeps on ``device``:
     ``((L0, sweeps), (L1, sweeps))`` -- ``L0`` from the inner surface (kind 1) visiting
     cells in ``order``, ``L1`` from the outer one (kind 2) in reverse ``order``.
 
@@ -115,7 +115,7 @@ def upwind_path_lengths(
     visiting order, so the system is triangular in that order and ``x <- step + C x`` is
     exact after as many sweeps as its longest dependency chain. The sweeps stop when one
     changes ``x`` by at most ``1e-6 max|x|`` (checked every few sweeps); RuntimeError
-    after ``n`` sweeps without that. The arguments are the `thickness._Links` arrays.
+    after ``n`` sweeps without that. The arguments are the `surfaces.Links` arrays.
     """
     arrays = [torch.from_numpy(a).to(device) for a in (tangent, cell, kind, distance)]
     position = torch.empty(order.size, dtype=torch.int64, device=device)

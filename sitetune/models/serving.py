@@ -11,7 +11,6 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,13 @@ import numpy as np
 
 from sitetune.errors import InvalidInput
 from sitetune.imaging.volume import Volume
+from sitetune.models.engines import (
+    EngineKind,
+    OrtEngine,
+    TorchEngine,
+    choose_engine,
+    engine_kind,
+)
 from sitetune.models.registry import ModelVersion, Registry
 
 if TYPE_CHECKING:
@@ -45,12 +51,6 @@ class Segmentation:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-class EngineKind(StrEnum):
-    AUTO = "auto"  # ONNX Runtime where a GPU provider exists, else the faster CPU engine
-    ONNXRUNTIME = "onnxruntime"
-    TORCH = "torch"
-
-
 @dataclass(frozen=True)
 class ServingConfig:
     engine: EngineKind = EngineKind.AUTO
@@ -60,16 +60,6 @@ class ServingConfig:
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     cache_size: int = 4
     allow_torchscript: bool = False  # run TorchScript versions in torch (they are code)
-
-
-def _gpu_ort_available() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    return bool(
-        {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(ort.get_available_providers())
-    )
 
 
 class ModelServer:
@@ -84,8 +74,8 @@ class ModelServer:
     def from_settings(cls, registry: Registry, settings) -> ModelServer:
         """The server a deployment's `sitetune.settings.Settings` describe."""
         config = ServingConfig(
-            engine=EngineKind(settings.engine),
-            cpu_engine=EngineKind(settings.cpu_engine),
+            engine=engine_kind(settings.engine, "engine"),
+            cpu_engine=engine_kind(settings.cpu_engine, "cpu_engine"),
             ort_providers=tuple(settings.ort_providers.split(","))
             if settings.ort_providers
             else None,
@@ -111,20 +101,11 @@ class ModelServer:
         ref = model if version is None else f"{model.partition(':')[0]}:{version}"
         return self.registry.resolve(ref)
 
-    def _engine_kind(self) -> EngineKind:
-        import torch  # engines are loaded on first use: a process that never segments
-        # (the arbiter, the supervisors, an idle worker) never imports torch
-
-        kind = self.config.engine
-        if kind is EngineKind.AUTO:
-            if torch.cuda.is_available() and not _gpu_ort_available():
-                return EngineKind.TORCH
-            return EngineKind.ONNXRUNTIME if _gpu_ort_available() else self.config.cpu_engine
-        return kind
-
     def engine(self, version: ModelVersion) -> Engine:
-        """The cached engine of a version (built on first use)."""
-        kind = self._engine_kind()
+        """The cached engine of a version (built on first use, so that a process that
+        never segments -- the arbiter, the supervisors, an idle worker -- never imports
+        torch or onnxruntime)."""
+        kind = choose_engine(self.config.engine, self.config.cpu_engine)
         key = (version.name, version.version, str(kind))
         with self._lock:
             if key in self._engines:
@@ -139,7 +120,6 @@ class ModelServer:
     def _build(self, version: ModelVersion, kind: EngineKind) -> Engine:
         import torch
 
-        from sitetune.models.engines import OrtEngine, TorchEngine
         from sitetune.models.importing import load_torch_network
 
         network = (
@@ -154,7 +134,7 @@ class ModelServer:
                 threads=self.config.threads,
                 cache_dir=self.cache_dir / f"{version.name}-{version.version}",
             )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if TorchEngine.gpu_available() else "cpu"
         autocast = torch.bfloat16 if device == "cuda" else None
         return TorchEngine(network, device=device, autocast_dtype=autocast)
 

@@ -4,9 +4,6 @@ reason an operator can act on otherwise."""
 
 from __future__ import annotations
 
-import datetime
-import ssl
-import uuid
 from pathlib import Path
 
 import httpx
@@ -14,14 +11,8 @@ import pydicom
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from sitetune.dicomweb import stow
 from sitetune.pacs.routing import Destination, DestinationKind
-from sitetune.pacs.stow import multipart_body
-
-
-def next_retry(attempts: int, base_seconds: float, max_seconds: float) -> datetime.timedelta:
-    """Exponential backoff after ``attempts`` failed tries: base, 2 x base, 4 x base ...
-    capped at ``max_seconds`` (deliveries, and the bridge's forwarding)."""
-    return datetime.timedelta(seconds=min(max_seconds, base_seconds * 2 ** max(attempts - 1, 0)))
 
 
 class DeliveryError(Exception):
@@ -38,31 +29,6 @@ class DeliveryError(Exception):
 # supported, data set does not match the SOP class, cannot understand.
 _PERMANENT_STORE = (range(0x0122, 0x0123), range(0xA900, 0xAA00), range(0xC000, 0xD000))
 _TRANSIENT_HTTP = {408, 425, 429}
-
-
-def stow(
-    url: str,
-    files: list[Path],
-    headers: dict[str, str] | None = None,
-    timeout: float = 60.0,
-    verify: bool | str | ssl.SSLContext = True,
-) -> httpx.Response:
-    """POST ``files`` to ``<url>/studies`` as one STOW-RS request (streamed, chunked);
-    ``verify``: an HTTPS peer's certificate is checked (a CA file, a TLS context that may
-    also present a client certificate, or the system's trust store)."""
-    boundary = f"sitetune-{uuid.uuid4().hex}"
-    request_headers = {
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-        "Accept": "application/dicom+json",
-        **(headers or {}),
-    }
-    return httpx.post(
-        f"{url.rstrip('/')}/studies",
-        content=multipart_body(files, boundary),
-        headers=request_headers,
-        timeout=timeout,
-        verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
-    )
 
 
 def _send_dicomweb(destination: Destination, files: list[Path]) -> None:

@@ -16,7 +16,6 @@ the Store Instances Response.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,17 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from sitetune.dicomweb import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH,
+    DICOM_MEDIA_TYPE,
+    UID_PATTERN,
+)
 from sitetune.errors import InputError, PayloadTooLarge, UnsupportedInput
 from sitetune.imaging.dicom import check_inflation
 
-DICOM_MEDIA_TYPE = "application/dicom"
 PIXEL_DATA = 0x7FE00010
 _DEFER_BYTES = 4096  # larger values (pixel data) are left in the file
-UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-# Failure reasons (PS3.4 C-STORE statuses used by PS3.18 STOW-RS)
-CANNOT_UNDERSTAND = 0xC000
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900  # also: the instance belongs to another study than the URL's
 
 
 @dataclass
@@ -270,18 +268,3 @@ def response_status(checked: list[CheckedInstance]) -> int:
     if stored == len(checked):
         return 200
     return 202 if stored else 409
-
-
-def multipart_body(files: list[Path], boundary: str, chunk: int = 1 << 20):
-    """A STOW-RS request body (``multipart/related; type="application/dicom"``) read from
-    ``files`` piece by piece, for a streaming HTTP client."""
-    for path in files:
-        yield (
-            f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n"
-            f"Content-Length: {path.stat().st_size}\r\n\r\n"
-        ).encode()
-        with path.open("rb") as handle:
-            while data := handle.read(chunk):
-                yield data
-        yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode()

@@ -1,7 +1,10 @@
 """Production against candidate on the same held-out site cases.
 
 Every held-out case is segmented by each network, frame by labelled frame, exactly as the
-service segments (`segment_frame`, on the case's own grid). Reported per network:
+service segments (`segment_frame` on the case's own grid, with the deployment's sliding-
+window settings), and measured as the analysis pipeline measures: which measurement, and
+which label value is which structure, follow from the card's coded labels
+(`sitetune.analysis.tasks`). Reported per network:
 
 - Dice per label (mean over frames) and their mean, the gate's score;
 - ``lv-ct``: thickness agreement with the reference masks (Pearson r, bias and mean
@@ -25,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sitetune.analysis.tasks import Task, measured_task, to_measured_labels
 from sitetune.errors import InvalidInput
 from sitetune.imaging.load import load_volume
 from sitetune.measure.metrics import dice_per_label, mean_metrics, wmh_metrics
-from sitetune.measure.ventricle import LV_LABELS, measure_ventricle, thickness_agreement
+from sitetune.measure.ventricle import measure_ventricle, thickness_agreement
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import OrtEngine, TorchEngine
 from sitetune.models.export import export_onnx
@@ -39,11 +43,16 @@ logger = logging.getLogger(__name__)
 
 
 def _is_lv(card: ModelCard) -> bool:
-    return set(card.label_names) == set(LV_LABELS)
+    """The card's coded labels serve the wall thickness (as the service decides it)."""
+    return measured_task(card) is Task.WALL_THICKNESS
 
 
 def _is_lesion(card: ModelCard) -> bool:
-    return list(card.label_names.values()) == ["lesion"]
+    return measured_task(card) is Task.LESION_VOLUME
+
+
+def _lv(labels: np.ndarray, card: ModelCard) -> np.ndarray:
+    return to_measured_labels(labels, card, Task.WALL_THICKNESS)
 
 
 def evaluate_networks(
@@ -104,16 +113,21 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
                     error = abs(int((frame == value).sum()) - int((reference == value).sum()))
                     volume_errors[name].setdefault(label, []).append(error * voxel_ml)
                 if _is_lesion(card):
-                    lesion_rows[name].append(wmh_metrics(frame == 1, reference == 1, labels.affine))
+                    found, truth = (to_measured_labels(x, card, Task.LESION_VOLUME) == 1
+                                    for x in (frame, reference))  # fmt: skip
+                    lesion_rows[name].append(wmh_metrics(found, truth, labels.affine))
         if _is_lv(card):
             try:
-                reference_report = measure_ventricle(labels.array, labels.affine, image.phases)
+                reference_report = measure_ventricle(
+                    _lv(labels.array.astype(np.uint8), card), labels.affine, image.phases
+                )
             except InvalidInput as exc:
                 logger.info("held-out case %d has no measurable reference: %s", number, exc)
                 continue
             for name in networks:
                 try:  # e.g. a network that found no myocardium: left out for that network
-                    report = measure_ventricle(predicted[name], labels.affine, image.phases)
+                    report = measure_ventricle(_lv(predicted[name], card), labels.affine,
+                                               image.phases)  # fmt: skip
                 except InvalidInput as exc:
                     logger.info("held-out case %d, %s: no thickness (%s)", number, name, exc)
                     unmeasured[name] += 1

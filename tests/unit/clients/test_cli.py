@@ -365,6 +365,13 @@ def test_the_client_raises_its_error_with_status_and_code(fake):
         SitetuneClient(fake.url, None).submit_job("x.zip", "lv-ct", val_fraction=0.2, val_cases="a")
 
 
-def test_the_console_script_is_registered():
+def test_the_console_script_is_registered_and_dispatches(capsys):
     (script,) = entry_points(group="console_scripts", name="sitetune")
-    assert script.value == "sitetune.clients.cli:main"
+    assert script.value == "sitetune.processes:sitetune_command"
+    command = script.load()
+    with pytest.raises(SystemExit):
+        command(["--help"])
+    assert "tokens" in capsys.readouterr().out, "the client CLI"
+    with pytest.raises(SystemExit):
+        command(["db", "--help"])
+    assert "upgrade" in capsys.readouterr().out, "the schema commands"

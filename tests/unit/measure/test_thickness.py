@@ -184,7 +184,7 @@ def _assert_torch_matches_numpy(device: str) -> None:
     assert f"torch {result.method['device']}" in result.method["laplace_solver"]
     assert abs(result.method["laplace_iterations"] - reference.method["laplace_iterations"]) <= 2
     assert all(sweeps >= 1 for sweeps in result.method["path_sweeps"])
-    assert reference.method["backend"] == "scipy"
+    assert reference.method["backend"] == "numba"
 
 
 def test_torch_cpu_matches_numpy(one_torch_thread):

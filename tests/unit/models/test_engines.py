@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,13 @@ from sitetune.imaging.phantoms.acquisition import random_rotation
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
 from sitetune.models.builtin import builtin_folders, load_builtin
 from sitetune.models.card import ModelCard
-from sitetune.models.engines import OrtEngine, TorchEngine, ort_providers
+from sitetune.models.engines import (
+    EngineKind,
+    OrtEngine,
+    TorchEngine,
+    choose_engine,
+    ort_providers,
+)
 from sitetune.models.export import export_onnx
 from sitetune.models.inference import InferenceSettings, segment
 from sitetune.models.networks import build_network
@@ -42,6 +51,47 @@ def test_onnx_export_matches_torch_and_engines_agree(tmp_path):
 def test_unknown_provider_list_is_a_clear_error():
     with pytest.raises(ValueError, match="none of the providers"):
         ort_providers(["NoSuchExecutionProvider"])
+
+
+def test_importing_the_engines_loads_no_model_runtime():
+    """Engines are plugins: onnxruntime and torch are imported when one is built."""
+    code = (
+        "import sys, sitetune.models.engines, sitetune.models.serving; "
+        "print([m for m in ('torch', 'onnxruntime') if m in sys.modules])"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+def test_both_engines_are_installed_here_and_say_so():
+    assert OrtEngine.is_available() and TorchEngine.is_available()
+    assert TorchEngine.gpu_available() is torch.cuda.is_available()
+
+
+@pytest.mark.skipif(
+    OrtEngine.gpu_available() or TorchEngine.gpu_available(), reason="a GPU: auto takes it"
+)
+def test_auto_runs_the_cpu_engine_the_settings_name_without_a_gpu():
+    assert choose_engine("auto", "onnxruntime") is EngineKind.ONNXRUNTIME
+    assert choose_engine("auto", "torch") is EngineKind.TORCH
+    assert choose_engine() is EngineKind.ONNXRUNTIME  # the default CPU engine (bench/)
+
+
+def test_a_named_engine_is_run_and_a_missing_or_unknown_one_is_a_clear_error(monkeypatch):
+    assert choose_engine("torch", "onnxruntime") is EngineKind.TORCH
+    assert choose_engine(EngineKind.ONNXRUNTIME, "torch") is EngineKind.ONNXRUNTIME
+    with pytest.raises(
+        ValueError, match="engine must be one of 'auto', 'onnxruntime', 'torch', got 'trt'"
+    ):
+        choose_engine("trt")
+    with pytest.raises(ValueError, match=r"cpu_engine must be one of .* got 'cuda'"):
+        choose_engine("auto", "cuda")
+    # a machine without onnxruntime: asking for it fails, auto falls back to torch
+    monkeypatch.setattr(OrtEngine, "is_available", staticmethod(lambda: False))
+    with pytest.raises(ValueError, match="'onnxruntime' is asked for, but it is not installed"):
+        choose_engine("onnxruntime")
+    if not TorchEngine.gpu_available():
+        assert choose_engine("auto", "onnxruntime") is EngineKind.TORCH
 
 
 def test_segmentation_lies_on_an_oblique_4d_input_grid():

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from sitetune.db import connect, utcnow
+from sitetune.dicomweb import next_retry
 from sitetune.imaging.dicom_write import write_dicom_series
-from sitetune.pacs.delivery import next_retry
 from sitetune.pacs.routing import Group, PacsConfig, Route
 from sitetune.pacs.store import PacsAnalysisRow, PacsDeliveryRow, PacsStore
 from sitetune.pacs.stow import ReceivedPart, check_instance

@@ -8,6 +8,7 @@ import random
 import pydicom
 import pytest
 
+from sitetune.dicomweb import multipart_body
 from sitetune.errors import InputError, PayloadTooLarge, UnsupportedInput
 from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.pacs.stow import (
@@ -16,7 +17,6 @@ from sitetune.pacs.stow import (
     ReceivedPart,
     boundary_of,
     check_instance,
-    multipart_body,
     receive_parts,
     response_status,
     store_response,

@@ -37,3 +37,15 @@ def test_evaluation_uses_the_deployments_inference_settings(
                                            settings=deployment)  # fmt: skip
     assert seen == [deployment]
     assert set(metrics["candidate"]["dice"]) == {"LV blood pool", "LV myocardium"}
+
+
+def test_evaluation_measures_by_the_cards_coded_labels_not_their_values(small_cardiac_3d):
+    """A card emitting 1 = myocardium, 2 = blood pool is evaluated as an LV model and its
+    label maps measured with the structures where the thickness solver expects them."""
+    card = BASE_CARDS[Family.LV_CT]
+    swapped_labels = [label.model_copy(update={"value": 3 - label.value}) for label in card.labels]
+    swapped = card.model_copy(update={"labels": swapped_labels})
+    standard = small_cardiac_3d.labels.array.astype(np.uint8)
+    as_emitted = np.where(standard > 0, 3 - standard, 0).astype(np.uint8)
+    assert evaluation._is_lv(swapped) and not evaluation._is_lesion(swapped)
+    assert np.array_equal(evaluation._lv(as_emitted, swapped), standard)
