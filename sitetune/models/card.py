@@ -13,8 +13,9 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from sitetune.errors import InputError, InvalidInput
 from sitetune.imaging.codes import StructureCode, structure
 
 
@@ -142,6 +143,19 @@ class ModelCard(BaseModel):
         if values != list(range(1, len(values) + 1)):
             raise ValueError(f"label values must be 1..N in order, got {values}")
         return labels
+
+    @classmethod
+    def parse(cls, text: str | None) -> ModelCard:
+        """A card from the JSON an operator sent; `InputError` / `InvalidInput` (422)
+        saying what is wrong."""
+        if not text:
+            raise InputError("form field 'card' (model card JSON) is required", code="missing_card")
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"invalid model card: {exc.errors(include_url=False)}", code="invalid_card"
+            ) from exc
 
     @property
     def digest(self) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, File, Form, Request, UploadFile
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from sitetune.errors import Conflict, InputError, InvalidInput
+from sitetune.errors import Conflict
 from sitetune.models.card import ModelCard
 from sitetune.models.registry import ModelVersion
 from sitetune.service.deps import Ops, state
@@ -75,14 +75,7 @@ def register_model(
     """Register a new version: weights (state dict, TorchScript, ONNX or MONAI bundle zip)
     and a card (JSON)."""
     app = state(request)
-    if not card:
-        raise InputError("form field 'card' (model card JSON) is required", code="missing_card")
-    try:
-        parsed = ModelCard.model_validate_json(card)
-    except ValidationError as exc:
-        raise InvalidInput(
-            f"invalid model card: {exc.errors(include_url=False)}", code="invalid_card"
-        ) from exc
+    parsed = ModelCard.parse(card)
     with saved_upload(
         weights, app.settings.data_dir / "tmp", app.settings.max_upload_bytes, "weights"
     ) as path:

@@ -23,7 +23,9 @@ import sitetune.training.jobs
 import sitetune.work  # noqa: F401  (every mapped table)
 from sitetune.db import (
     FIRST_REVISION,
+    SCHEMA_REVISION,
     Base,
+    connect,
     current_revision,
     head_revision,
     make_engine,
@@ -38,6 +40,12 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db.sqlite'}"
     return request.getfixturevalue("postgres_database")
+
+
+def test_the_release_names_the_head_of_its_migrations(tmp_path):
+    assert head_revision() == SCHEMA_REVISION
+    engine = connect(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert current_revision(engine) == SCHEMA_REVISION
 
 
 def test_the_migrations_build_exactly_the_mapped_schema(url):
