@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sitetune.imaging.archive import ZipLimits
@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         60.0,
         gt=0,
+        # SITETUNE_JOB_STALE_SECONDS: its name before issue 19, still read
+        validation_alias=AliasChoices(
+            "lease_seconds", "SITETUNE_LEASE_SECONDS", "SITETUNE_JOB_STALE_SECONDS"
+        ),
         description="a running job, PACS analysis or delivery whose worker has not renewed "
         "its heartbeat this long is taken over by another worker (any host)",
     )

@@ -148,3 +148,12 @@ def test_a_periodic_task_runs_once_per_period_across_workers(engine):
 def _get_task(engine) -> PeriodicTaskRow:
     with Session(engine) as s:
         return s.get(PeriodicTaskRow, "clean")
+
+
+def test_the_lease_setting_reads_its_earlier_name_too(monkeypatch):
+    from sitetune.settings import Settings
+
+    monkeypatch.setenv("SITETUNE_JOB_STALE_SECONDS", "45")
+    assert Settings(_env_file=None).lease_seconds == 45.0, "a deployment's old setting holds"
+    monkeypatch.setenv("SITETUNE_LEASE_SECONDS", "30")
+    assert Settings(_env_file=None).lease_seconds == 30.0
