@@ -328,8 +328,15 @@ class Worker:
         return f"{self.identity} on {self.device}"
 
     def serve_forever(self) -> None:
+        """Loop until stopped; nothing one pass raises stops it (a row that cannot be read
+        is left to its lease and ends ``failed`` after its attempts)."""
         while not self.stopping.is_set():
-            if self.run_once() is None:
+            try:
+                job = self.run_once()
+            except Exception:
+                logger.exception("worker pass failed; going on")
+                job = None
+            if job is None:
                 self.stopping.wait(self.poll_seconds)
 
 
