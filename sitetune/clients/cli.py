@@ -1,16 +1,27 @@
-"""``sitetune``: the command line of the sitetune service (fine-tune jobs, models, named
-principals and the DIMSE bridge).
+"""``sitetune``: the command line of the sitetune service (inference of local files,
+fine-tune jobs, models, named principals and the DIMSE bridge).
 
-It parses arguments, calls `SitetuneClient` and prints what `render` makes of the answer
-(``--json``: the answer itself). Exit codes: 0 done; 1 the followed job failed or was
-cancelled; 2 the service refused the request (HTTP 4xx) or bad arguments; 3 the service
-could not be reached; 4 the service failed (HTTP 5xx or an unreadable answer);
-130 interrupted.
+It parses arguments, calls `SitetuneClient` (and, for inference, `sitetune.clients.infer`)
+and prints what `render` makes of the answer (``--json``: the answer itself).
 
+    sitetune segment case.nii.gz --model lv-ct          # -> case.sitetune/
+    sitetune thickness cine-dicom/ -o out/              # a DICOM folder, zipped on the fly
+    sitetune lesions studies/ --json                    # a batch: one case per entry
     sitetune jobs submit site.zip --base lv-ct:production --epochs 20 --wait
     sitetune models promote lv-ct 4 --reason "site B fine-tune, Dice 0.89"
     sitetune tokens create "Dr A. Example" --roles clinical
     sitetune bridge --ae-title SITETUNE --port 11112 --token $PACS_TOKEN
+
+Exit codes (the epilog of ``sitetune --help`` is this list):
+
+  0    done
+  1    a followed job failed or was cancelled; an inference case was refused or failed
+       (in a batch the other cases are written; nothing is written for that case)
+  2    bad arguments or input path, or the service refused the request (HTTP 4xx,
+       a missing, wrong or revoked token and a role without access included)
+  3    the service could not be reached
+  4    the service failed (HTTP 5xx or an unreadable answer)
+  130  interrupted
 """
 
 from __future__ import annotations
@@ -26,14 +37,16 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sitetune.clients import render
+from sitetune.clients import infer, render
 from sitetune.clients.client import (
     SitetuneClient,
     SitetuneClientError,
     SitetuneConnectionError,
 )
+from sitetune.clients.results import Inference, InferenceResult
 
 STRATEGIES = ("all", "decoder", "head", "scratch")
+EXIT_CODES = "exit codes:\n" + (__doc__ or "").partition("this list):\n\n")[2].rstrip()
 
 
 class ClientSettings(BaseSettings):
@@ -192,6 +205,132 @@ def _tokens_revoke(client: SitetuneClient, args: argparse.Namespace) -> int:
     answer = client.revoke_token(matches[0]["id"])
     _emit(args, answer, f"revoked {answer['name']} ({answer['id']})")
     return 0
+
+
+# -- inference -------------------------------------------------------------------------
+
+
+class _StderrReporter:
+    """Upload percentage, the end of processing, skipped outputs and errors on stderr;
+    with ``quiet`` only the errors. A terminal gets the percentage redrawn in place."""
+
+    def __init__(self, quiet: bool, stream: Any = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self._shown: tuple[str, int] | None = None  # (case, percent) last drawn
+        self._open = False  # a live line waits for its newline
+
+    def _print(self, text: str) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
+        print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self._print(text)
+
+    def uploading(self, case: infer.Case, sent: int, total: int) -> None:
+        if self.quiet:
+            return
+        percent = 100 if total <= 0 else min(100, sent * 100 // total)
+        step = percent if self.live or percent == 100 else percent // 25 * 25
+        if self._shown == (case.name, step):
+            return
+        self._shown = (case.name, step)
+        text = f"{case.name}: uploading {render.size(total)} {step:3d}%"
+        if step == 100:
+            text += ", processing"
+        if self.live:
+            self.stream.write("\r" + text + "\x1b[K")
+            self.stream.flush()
+            self._open = True
+        else:
+            self._print(text)
+
+    def processed(self, case: infer.Case, result: InferenceResult, seconds: float) -> None:
+        self.note(f"{case.name}: processed in {seconds:.1f} s (result {result.result_id})")
+
+    def skipped(self, case: infer.Case, output: str, reason: str) -> None:
+        self.note(f"{case.name}: no {output}: {reason}")
+
+    def finished(self, outcome: infer.CaseOutcome) -> None:
+        case, error = outcome.case, outcome.error
+        if error is not None:
+            status = f"HTTP {error.status} " if error.status else ""
+            self._print(f"error: {case.name}: {outcome.status} ({status}{error.code}): {error}")
+        else:
+            self.note(f"{case.name}: wrote {len(outcome.written)} files to {case.output_dir}")
+
+
+def _case_json(outcome: infer.CaseOutcome) -> dict:
+    error = outcome.error
+    return {
+        "case": outcome.case.name,
+        "input": str(outcome.case.path),
+        "status": outcome.status,
+        "output_dir": str(outcome.case.output_dir) if outcome.ok else None,
+        "files": outcome.written,
+        "skipped": outcome.skipped,
+        "error": None
+        if error is None
+        else {"status": error.status, "code": error.code, "message": error.message},
+        "result": outcome.result.answer if outcome.result is not None else None,
+    }
+
+
+def _infer(client: SitetuneClient, args: argparse.Namespace) -> int:
+    """``sitetune segment|thickness|lesions INPUT``: 0 if every case is written, else 1."""
+    kind = Inference(args.command)
+    found = infer.discover(args.input, args.output)
+    reporter = _StderrReporter(args.quiet)
+    for path in found.ignored:
+        reporter.note(f"left out {path}: not a NIfTI file, a zip or a folder")
+    outcomes = infer.run_cases(client, kind, found.cases, reporter, model=args.model,
+                               version=args.version, series=args.series)  # fmt: skip
+    cases = [_case_json(outcome) for outcome in outcomes]
+    if found.batch:
+        _emit(args, {"cases": cases}, render.cases_table(kind.value, cases))
+    elif outcomes[0].ok:
+        case = cases[0]
+        text = render.inference_summary(kind.value, case["result"], case["output_dir"],
+                                        case["files"])  # fmt: skip
+        _emit(args, case["result"], text)
+    return 0 if all(outcome.ok for outcome in outcomes) else 1
+
+
+def _inference_parser(commands: argparse._SubParsersAction) -> None:
+    summaries = {
+        Inference.SEGMENT: "segment images (POST /v1/segment): label map, label volumes",
+        Inference.THICKNESS: "LV wall thickness at ED and ES (POST /v1/thickness)",
+        Inference.LESIONS: "count and measure lesions in FLAIR images (POST /v1/lesion-volume)",
+    }
+    for kind, summary in summaries.items():
+        parser = _command(commands, kind.value, _infer, summary)
+        parser.epilog = (
+            "INPUT is a NIfTI file (.nii, .nii.gz), a zip of DICOM files, a folder of DICOM "
+            "files (zipped on the fly), or a folder of such cases (a batch: each NIfTI "
+            "file, zip and sub-folder is one case, and a table sums them up). Each case "
+            "gets a folder with result.json and the outputs the service has for it (mask, "
+            "thickness or lesion map; SEG and SR for DICOM input)."
+        )
+        parser.add_argument("input", metavar="INPUT", help="a file, a DICOM folder, or a batch")
+        parser.add_argument(
+            "-o",
+            "--output",
+            metavar="OUTDIR",
+            help="the case's folder (a batch: one sub-folder per case); default "
+            "<INPUT name>.sitetune beside INPUT",
+        )
+        parser.add_argument("--model", help="model name (default: the service's choice)")
+        parser.add_argument("--version", help="pin a model version (default: production)")
+        parser.add_argument(
+            "--series", help="SeriesInstanceUID or SeriesNumber, to pick one series of several"
+        )
+        parser.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress on stderr (errors only)"
+        )
 
 
 # -- parser ----------------------------------------------------------------------------
@@ -369,10 +508,14 @@ def _bridge_parser(commands: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sitetune", description="Command line of the sitetune service."
+        prog="sitetune",
+        description="Command line of the sitetune service.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _inference_parser(commands)
     _jobs_parser(commands)
     _models_parser(commands)
     _tokens_parser(commands)

@@ -1,6 +1,8 @@
 """A synchronous Python client of the sitetune HTTP API (``../shared/API.md``).
 
-Every method returns the parsed JSON answer. A non-2xx answer raises
+Every method returns the parsed JSON answer, except the inference methods
+(`segment_file`, `thickness_file`, `lesion_volume_file`, `analyse`), which return the
+typed results of `sitetune.clients.results`. A non-2xx answer raises
 `SitetuneClientError` built from the body ``{"error": {"code", "message", "details"?}}``;
 a server that cannot be reached raises `SitetuneConnectionError`.
 
@@ -8,19 +10,32 @@ a server that cannot be reached raises `SitetuneConnectionError`.
 ...     job = client.submit_job("site.zip", base="lv-ct:production", epochs=20)
 ...     for job in client.watch_job(job["job_id"]):
 ...         print(job["state"], job["progress"])
+...     result = client.thickness_file("cine.zip")
+...     print(result.ed.thickness_mm.median, result.outputs["sr"].available)
 """
 
 from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from sitetune.clients.results import (
+    Inference,
+    InferenceResult,
+    LesionVolumeResult,
+    SegmentResult,
+    ThicknessResult,
+)
+
+#: ``progress(sent, total)``: bytes of an upload read so far, and its size in bytes.
+UploadProgress = Callable[[int, int], None]
 
 #: Job states after which a job never changes again.
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -98,9 +113,112 @@ class SitetuneClient:
     # -- inference ---------------------------------------------------------------------
 
     def segment(self, path: str | Path, model: str | None = None, version: int | None = None):
-        """``POST /v1/segment`` with a NIfTI file or a DICOM zip."""
+        """``POST /v1/segment`` with a NIfTI file or a DICOM zip: the JSON answer (a dict;
+        `segment_file` parses it)."""
         fields = _form(model=model, version=version)
         return self._upload("/v1/segment", "file", path, "application/octet-stream", fields)
+
+    def segment_file(
+        self,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        version: int | str | None = None,
+        series: str | None = None,
+        progress: UploadProgress | None = None,
+    ) -> SegmentResult:
+        """``POST /v1/segment``: label volumes, outputs (mask; SEG and SR for DICOM)."""
+        answer = self._post_image(Inference.SEGMENT, path, model, version, series, progress)
+        return SegmentResult.from_answer(answer)
+
+    def thickness_file(
+        self,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        version: int | str | None = None,
+        series: str | None = None,
+        progress: UploadProgress | None = None,
+    ) -> ThicknessResult:
+        """``POST /v1/thickness`` with an image: thickness per phase, ED/ES, AHA segments."""
+        answer = self._post_image(Inference.THICKNESS, path, model, version, series, progress)
+        return ThicknessResult.from_answer(answer)
+
+    def lesion_volume_file(
+        self,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        version: int | str | None = None,
+        series: str | None = None,
+        progress: UploadProgress | None = None,
+    ) -> LesionVolumeResult:
+        """``POST /v1/lesion-volume`` with a FLAIR image: lesion count, volumes, centroids."""
+        answer = self._post_image(Inference.LESIONS, path, model, version, series, progress)
+        return LesionVolumeResult.from_answer(answer)
+
+    def analyse(
+        self,
+        kind: Inference | str,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        version: int | str | None = None,
+        series: str | None = None,
+        progress: UploadProgress | None = None,
+    ) -> InferenceResult:
+        """Upload ``path`` (``.nii``, ``.nii.gz`` or a ``.zip`` of DICOM files) to the route
+        of ``kind`` and parse the answer into its result type (`Inference.result_type`).
+
+        ``model`` names the model (default: the route's, or for ``segment`` one chosen from
+        the DICOM modality; NIfTI records none), ``version`` pins one of its versions
+        (default the ``production`` alias), ``series`` (SeriesInstanceUID or SeriesNumber)
+        picks one series of a zip holding several; ``progress(sent, total)`` is called as
+        the upload is read.
+        """
+        kind = Inference(kind)
+        answer = self._post_image(kind, path, model, version, series, progress)
+        return kind.result_type.from_answer(answer)
+
+    def _post_image(
+        self,
+        kind: Inference,
+        path: str | Path,
+        model: str | None,
+        version: int | str | None,
+        series: str | None,
+        progress: UploadProgress | None,
+    ) -> dict:
+        path = Path(path)
+        media = "application/zip" if path.suffix.lower() == ".zip" else "application/octet-stream"
+        fields = _form(model=model, version=version, series=series)
+        return self._upload(kind.route, "file", path, media, fields, progress)
+
+    def result(self, result_id: str) -> dict:
+        """``GET /v1/results/{result_id}``: the stored summary of a result."""
+        return self._json("GET", f"/v1/results/{_seg(result_id)}")
+
+    def download(
+        self, url: str, destination: str | Path, params: dict[str, str] | None = None
+    ) -> Path:
+        """Stream ``GET url`` (a path on this service, e.g. an output's ``url``) into the
+        file ``destination``; a non-2xx answer raises `SitetuneClientError`."""
+        if "://" in url and not url.startswith(self.base_url + "/"):
+            raise ValueError(f"{url} is not on the service {self.base_url}; not fetched")
+        destination = Path(destination)
+        try:
+            with self._http.stream("GET", url, params=params) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _error_from(response)
+                with destination.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            raise SitetuneConnectionError(
+                f"cannot reach {self.base_url}: {exc or type(exc).__name__}"
+            ) from exc
+        return destination
 
     # -- models ------------------------------------------------------------------------
 
@@ -226,12 +344,20 @@ class SitetuneClient:
     # -- transport ---------------------------------------------------------------------
 
     def _upload(
-        self, route: str, field: str, path: str | Path, content_type: str, fields: dict
+        self,
+        route: str,
+        field: str,
+        path: str | Path,
+        content_type: str,
+        fields: dict,
+        progress: UploadProgress | None = None,
     ) -> dict:
-        """``POST`` one file as multipart ``field``, with form ``fields``."""
+        """``POST`` one file as multipart ``field``, with form ``fields``; the body is
+        streamed from the file (``progress`` sees each chunk read)."""
         path = Path(path)
         with path.open("rb") as stream:
-            files = {field: (path.name, stream, content_type)}
+            body = _ProgressReader(stream, progress) if progress else stream
+            files = {field: (path.name, body, content_type)}
             return self._json("POST", route, data=fields, files=files)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict:
@@ -256,6 +382,35 @@ class SitetuneClient:
         if response.is_success:
             return response
         raise _error_from(response)
+
+
+class _ProgressReader:
+    """A binary file that reports ``progress(read, size)`` as httpx reads it to send it.
+
+    httpx streams a multipart file in chunks (``seek(0)`` then ``read(n)``) and sizes the
+    body from ``fileno()``, so the request keeps its Content-Length."""
+
+    def __init__(self, stream: Any, progress: UploadProgress) -> None:
+        self._stream, self._progress = stream, progress
+        self._size = Path(stream.name).stat().st_size
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._read = min(self._size, self._read + len(chunk))
+        self._progress(self._read, self._size)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._stream.seek(offset, whence)
+        self._read = position
+        return position
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
 
 
 def _error_from(response: httpx.Response) -> SitetuneClientError:

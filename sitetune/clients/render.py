@@ -274,3 +274,94 @@ def tokens_table(principals: Sequence[dict]) -> str:
         for p in principals
     ]  # fmt: skip
     return table(["id", "name", "roles", "created", "last used", "state"], rows)
+
+
+# -- inference -------------------------------------------------------------------------
+
+
+def size(n_bytes: float) -> str:
+    """``1536`` -> ``"1.5 KB"``."""
+    value = float(n_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def _number(value: Any, unit: str, digits: int = 1) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return f"{value:.{digits}f} {unit}".rstrip()
+
+
+def _median(phase: Any) -> Any:
+    stats = phase.get("thickness_mm") if isinstance(phase, dict) else None
+    return stats.get("median") if isinstance(stats, dict) else None
+
+
+def inference_headline(kind: str, answer: dict) -> str:
+    """The result in one line: label volumes, ED/ES thickness, or the lesion burden."""
+    if kind == "thickness":
+        parts = [f"{role.upper()} median {_number(_median(answer.get(role)), 'mm')}"
+                 for role in ("ed", "es") if isinstance(answer.get(role), dict)]  # fmt: skip
+        if answer.get("thickening_pct") is not None:
+            parts.append(f"thickening {_number(answer['thickening_pct'], '%')}")
+        return ", ".join(parts) or "-"
+    if kind == "lesions":
+        count = answer.get("count")
+        noun = "lesion" if count == 1 else "lesions"
+        return f"{_cell(count)} {noun}, {_number(answer.get('total_ml'), 'mL', 2)}"
+    labels = answer.get("labels") if isinstance(answer.get("labels"), dict) else {}
+    return (
+        ", ".join(
+            f"{name} {_number((v or {}).get('volume_ml'), 'mL')}" for name, v in labels.items()
+        )
+        or "-"
+    )
+
+
+def inference_summary(kind: str, answer: dict, output_dir: str, written: Sequence[str]) -> str:
+    """One case's result (``sitetune segment|thickness|lesions`` on one input)."""
+    model = answer.get("model") if isinstance(answer.get("model"), dict) else None
+    made_by = f"{model.get('name')}:{model.get('version')}" if model else "mask"
+    lines = [f"result {answer.get('result_id')}  ({made_by}, {_cell(answer.get('backend'))})"]
+    if kind == "thickness":
+        rows = [
+            (p.get("index"), p.get("role"), *(((p.get("thickness_mm") or {}).get(k))
+             for k in ("median", "p95", "max")), (p.get("volumes_ml") or {}).get("myocardium"),
+             (p.get("volumes_ml") or {}).get("blood_pool"))
+            for p in answer.get("phases") or [] if isinstance(p, dict)
+        ]  # fmt: skip
+        headers = ("PHASE", "ROLE", "MEDIAN_MM", "P95_MM", "MAX_MM", "MYO_ML", "POOL_ML")
+        lines += [table(headers, rows), inference_headline(kind, answer)]
+    elif kind == "lesions":
+        lines.append(inference_headline(kind, answer))
+        rows = [(les.get("id"), les.get("volume_ml"),
+                 " ".join(f"{c:.1f}" for c in les.get("centroid_mm") or []))
+                for les in answer.get("lesions") or [] if isinstance(les, dict)]  # fmt: skip
+        if rows:
+            lines.append(table(("LESION", "VOLUME_ML", "CENTROID_MM"), rows))
+    else:
+        labels = answer.get("labels") if isinstance(answer.get("labels"), dict) else {}
+        rows = [(name, (v or {}).get("volume_ml")) for name, v in labels.items()]
+        lines.append(table(("LABEL", "VOLUME_ML"), rows))
+    lines.append(f"written to {output_dir}: {', '.join(written)}")
+    return "\n".join(lines)
+
+
+def cases_table(kind: str, cases: Sequence[dict]) -> str:
+    """A batch: each case's status, its result in one line (or the error) and its folder.
+
+    ``cases``: ``{case, status, result | error {code, message}, output_dir}`` each."""
+    rows = []
+    for case in cases:
+        error = case.get("error")
+        if error:
+            what = f"{error.get('code')}: {error.get('message')}"
+        else:
+            what = inference_headline(kind, case.get("result") or {})
+        rows.append((case.get("case"), case.get("status"), what, case.get("output_dir")))
+    done = sum(case.get("status") == "done" for case in cases)
+    footer = f"{done} of {len(cases)} cases done"
+    return table(("CASE", "STATUS", "RESULT", "OUTPUT"), rows) + "\n" + footer
