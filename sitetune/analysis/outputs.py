@@ -24,7 +24,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from sitetune.analysis.tasks import Task
-from sitetune.imaging.codes import LESION, LV_BLOOD_POOL, LV_MYOCARDIUM
+from sitetune.imaging.codes import AHA_SEGMENT_CODES, LESION, LV_BLOOD_POOL, LV_MYOCARDIUM
 from sitetune.imaging.seg import seg_unavailable_reason, segment_numbers, segmentation_from_labels
 from sitetune.imaging.sr import MeasurementGroup, measurement_report
 from sitetune.imaging.volume import Volume
@@ -156,6 +156,23 @@ def build_dicom_outputs(
     return out
 
 
+def _segment_groups(measurement: dict, item, phase_name: str, myocardium) -> list:
+    """Per AHA segment of this phase: mean, median and max thickness, without a region
+    (the SEG holds the whole myocardium), the segment as a second finding site."""
+    role = (item.role or "ED").lower()  # a 3D input's one frame counts as ED
+    groups = []
+    for segment in measurement.get("segments") or []:
+        stats = segment.get(role)
+        if not stats:
+            continue
+        groups.append(MeasurementGroup(
+            f"{segment['name']} ({segment['id']}), {phase_name}", None, 0, myocardium,
+            thickness_mm={k: stats[k] for k in ("mean", "median", "max")}, phase=item.role,
+            has_region=False, wall_segment=AHA_SEGMENT_CODES[segment["id"]],
+        ))  # fmt: skip
+    return groups
+
+
 def provenance_lines(provenance: dict) -> list[str]:
     """The provenance as Software Versions values (LO: at most 64 characters each; 62
     here, as a padded odd total length must not push the last one over)."""
@@ -202,6 +219,7 @@ def _groups(task, source, labels, version, measurement, plan, segs) -> list[Meas
                 structures[pool].code, volume_ml=entry["volumes_ml"]["blood_pool"],
                 phase=item.role, has_region=bool((frame == pool).any()),
             ))  # fmt: skip
+            groups += _segment_groups(measurement, item, phase_name, structures[myo].code)
         return groups
     if task is Task.LESION_VOLUME:
         value = by_code[LESION.type.value]

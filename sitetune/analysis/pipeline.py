@@ -255,7 +255,10 @@ class Pipeline:
                 all_phases=thickness.all_phases,
                 surfaces=thickness.surfaces,
             )
-            return report.to_json(), {"thickness.nii.gz": report.thickness_map}
+            maps = {"thickness.nii.gz": report.thickness_map}
+            if report.segment_map is not None:
+                maps["segments.nii.gz"] = report.segment_map
+            return report.to_json(), maps
         if task is Task.LESION_VOLUME:
             report = lesion_statistics(
                 measured == 1,

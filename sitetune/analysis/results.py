@@ -45,7 +45,11 @@ logger = logging.getLogger(__name__)
 
 DICOM_FOLDER = "dicom"
 RECORD = "analysis.json"
-MAP_ROUTES = {"thickness.nii.gz": "thickness", "lesions.nii.gz": "lesions"}
+MAP_ROUTES = {
+    "thickness.nii.gz": "thickness",
+    "segments.nii.gz": "segments",
+    "lesions.nii.gz": "lesions",
+}
 
 
 class ResultRow(Base):
@@ -179,6 +183,7 @@ def predicted_outputs(result_id: str, analysis: Analysis) -> dict:
     for filename, route in MAP_ROUTES.items():
         if filename in analysis.maps:
             out[route] = _available(f"{base}/{route}", "application/gzip")
+    out |= _bullseye_outputs(base, analysis)
     volume = analysis.volume
     if analysis.version is None:
         reason = "the input was a label map, not an image segmented by a model"
@@ -198,6 +203,15 @@ def predicted_outputs(result_id: str, analysis: Analysis) -> dict:
     )
     out["sr"] = _available(f"{base}/sr", "application/dicom")
     return out
+
+
+def _bullseye_outputs(base: str, analysis: Analysis) -> dict:
+    if not analysis.measurement.get("segments"):
+        return {}
+    return {
+        "bullseye": _available(f"{base}/bullseye.png", "image/png"),
+        "bullseye_svg": _available(f"{base}/bullseye.svg", "image/svg+xml"),
+    }
 
 
 class AnalysisResults:
@@ -256,6 +270,37 @@ class AnalysisResults:
         if started is not None:
             timings["total"] = round(1000 * (time.perf_counter() - started), 1)
         return {"result_id": result_id, **summary}
+
+    def bullseye(
+        self, result_id: str, phase: str = "ed", value: str = "thickness", image_format="png"
+    ) -> bytes:
+        """The AHA bullseye of a wall-thickness result: per-segment median thickness at
+        ``phase`` (``ed`` / ``es``), or ``value="thickening"`` (ES vs ED, %).
+
+        Raises:
+            NotFound: unknown result. Conflict: the result has no segments
+                (``output_unavailable``, with the reason).
+        """
+        from sitetune.analysis.bullseye import draw_bullseye
+
+        segments = self.store.summary(result_id).get("segments")
+        if not segments:
+            raise Conflict(
+                f"result {result_id} has no AHA segments (a wall-thickness result has them)",
+                code="output_unavailable",
+            )
+        if value == "thickening":
+            values = {s["id"]: s.get("thickening_pct") for s in segments}
+            title, unit = "Wall thickening ES vs ED (median)", "%"
+        else:
+            values = {s["id"]: (s.get(phase) or {}).get("median") for s in segments}
+            title, unit = f"{phase.upper()} wall thickness (segment median)", "mm"
+        if all(v is None for v in values.values()):
+            raise Conflict(
+                f"result {result_id} has no {value} at {phase.upper()}", code="output_unavailable"
+            )
+        picture, _ = draw_bullseye(values, title=title, unit=unit, image_format=image_format)
+        return picture
 
     def dicom_file(self, result_id: str, kind: str, phase: str | None = None) -> Path:
         """The SEG (of ``phase``: ``ed``, ``es`` or an index; default the first) or the SR

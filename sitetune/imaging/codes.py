@@ -53,3 +53,18 @@ def structure(label: str) -> StructureCode:
         return STRUCTURES[label]
     except KeyError:
         raise KeyError(f"no code for label {label!r}; known labels: {sorted(STRUCTURES)}") from None
+
+
+def _aha(level: str, wall: str) -> Code:
+    return getattr(codes.cid3717, f"LeftVentricle{level}{wall}Segment")
+
+
+_FOUR = ("Anterior", "Septal", "Inferior", "Lateral")
+_SIX = ("Anterior", "Anteroseptal", "Inferoseptal", "Inferior", "Inferolateral", "Anterolateral")
+# AHA 17-segment model ids -> DICOM CID 3717 "Myocardial Wall Segments" (SNOMED CT)
+AHA_SEGMENT_CODES: dict[int, Code] = {
+    **{k + 1: _aha("Basal", wall) for k, wall in enumerate(_SIX)},
+    **{k + 7: _aha("Mid", wall) for k, wall in enumerate(_SIX)},
+    **{k + 13: _aha("Apical", wall) for k, wall in enumerate(_FOUR)},
+    17: codes.cid3717.ApexOfLeftVentricle,
+}

@@ -4,8 +4,11 @@ Each measurement group (TID 1411) references one segment of a DICOM SEG that sit
 wrote, so a viewer can show the region a number was measured on; the report's evidence
 lists the SEGs and the source images. Codes:
 
-- wall thickness: DCM 122445 "Wall Thickness" in mm, derivation SCT Median / SCT 95th
-  percentile / SCT Maximum;
+- wall thickness: DCM 122445 "Wall Thickness" in mm, derivation SCT Mean / SCT Median /
+  SCT 95th percentile / SCT Maximum (sitetune's robust maximum: the 99th percentile of the
+  wall, 98th of a segment; `sitetune.measure.thickness.MAX_DEFINITION`);
+- per AHA segment (17-segment model): groups without a region (TID 1501) whose finding
+  sites are the myocardium and the segment (CID 3717 "Myocardial Wall Segments");
 - volumes: SCT 118565006 "Volume" in mL;
 - lesion count: SCT 246206008 "Number of lesions", unit UCUM "1";
 - cardiac phase: the group's finding site is the structure, and each group's tracking
@@ -36,6 +39,7 @@ END_DIASTOLE = Code("109022", "DCM", "End diastole")
 END_SYSTOLE = Code("109070", "DCM", "End of systole")
 PHASE_CODES = {"ED": END_DIASTOLE, "ES": END_SYSTOLE}
 DERIVATIONS = {
+    "mean": codes.SCT.Mean,
     "median": codes.SCT.Median,
     "p95": Code("371889001", "SCT", "95th percentile"),
     "max": codes.SCT.Maximum,
@@ -59,6 +63,7 @@ class MeasurementGroup:
     lesion_count: int | None = None
     phase: str | None = None  # "ED" or "ES"
     has_region: bool = True  # False: the segment is empty (nothing found), no ROI to reference
+    wall_segment: Code | None = None  # an AHA segment (CID 3717): a second finding site
 
 
 def _measurement(name: Code, value: float, unit: Code, derivation: Code | None = None):
@@ -81,6 +86,8 @@ def _group(group: MeasurementGroup, algorithm) -> object:
         evaluations = [hd.sr.QualitativeEvaluation(CARDIAC_PHASE, PHASE_CODES[group.phase])]
     tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=group.name)
     site = [hd.sr.FindingSite(group.structure.type)]
+    if group.wall_segment is not None:
+        site.append(hd.sr.FindingSite(group.wall_segment))
     if group.has_region and group.seg is not None:
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,

@@ -19,7 +19,7 @@ the single highest voxel, which is reported as ``peak``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from sitetune.errors import InvalidInput
 from sitetune.imaging.volume import PhaseInfo, spacing_from_affine, voxel_volume_ml
 from sitetune.measure.cleanup import clean_lv
 from sitetune.measure.labels import BLOOD_POOL, LV_LABELS, MYOCARDIUM, Surfaces
+from sitetune.measure.segments import assign_segments, lv_axis, segment_statistics
 from sitetune.measure.thickness import ThicknessResult, wall_thickness
 
 __all__ = ["BLOOD_POOL", "LV_LABELS", "MYOCARDIUM", "measure_ventricle"]
@@ -43,12 +44,45 @@ class PhaseChoice:
 
 @dataclass
 class VentricleReport:
-    """Per-phase measurements, the ED/ES choice, and the thickness map (mm, float32)."""
+    """Per-phase measurements, the ED/ES choice, the thickness map (mm, float32), and the
+    AHA segments: per measured phase the statistics, the segment map (uint8, 1..17 on the
+    measured myocardium), the long axis they were cut along."""
 
     phases: list[dict]
     choice: PhaseChoice
     thickness_map: np.ndarray
     method: dict
+    segment_map: np.ndarray | None = None
+    segment_stats: dict[int, list[dict]] = field(default_factory=dict)
+    axis: dict | None = None
+
+    def segments_json(self) -> list[dict] | None:
+        """``segments`` of the response (API.md): per AHA segment the ED and ES mean,
+        median and (robust) max, and the thickening of the medians (a 3D input: its one
+        frame as ED)."""
+        if not self.segment_stats:
+            return None
+        measured = sorted(self.segment_stats)
+        ed = self.choice.ed if self.choice.ed in self.segment_stats else measured[0]
+        es = self.choice.es if self.choice.es in self.segment_stats else None
+        out = []
+        for k, entry in enumerate(self.segment_stats[ed]):
+            item = {"id": entry["id"], "name": entry["name"]}
+            for role, t in (("ed", ed), ("es", es)):
+                stats = self.segment_stats[t][k] if t is not None else None
+                item[role] = (
+                    {key: stats[key] for key in ("mean", "median", "max", "voxels")}
+                    if stats and stats["median"] is not None
+                    else None
+                )
+            before = item["ed"]["median"] if item["ed"] else None
+            after = item["es"]["median"] if item["es"] else None
+            item["thickening_pct"] = (
+                round(100.0 * (after - before) / before, 2) if before and after is not None
+                else None
+            )  # fmt: skip
+            out.append(item)
+        return out
 
     def to_json(self) -> dict:
         """The measurement part of the ``POST /v1/thickness`` response (API.md)."""
@@ -63,6 +97,8 @@ class VentricleReport:
             "ed": ed,
             "es": es,
             "thickening_pct": thickening,
+            "segments": self.segments_json(),
+            "axis": self.axis,
             "method": self.method
             | {"ed_source": self.choice.ed_source, "es_source": self.choice.es_source},
         }
@@ -199,13 +235,39 @@ def measure_ventricle(
         for stage in method.get("stage_seconds", {})
     }
     method["spacing_mm"] = [round(s, 6) for s in spacing]
+    segment_map, segment_stats, axis = _segments(frames, affine, results, choice, labels.shape)
     if clean:
         method["cleanup"] = {
             "rule": "myocardium not joining cavity to outside, stray blood pool and holes "
             "corrected before measuring (sitetune.measure.cleanup)",
             "phases": {str(t): cleaned[t][1] for t in to_measure},
         }
-    return VentricleReport(entries, choice, thickness_map, method)
+    return VentricleReport(entries, choice, thickness_map, method, segment_map, segment_stats, axis)
+
+
+def _segments(frames, affine, results, choice, shape):
+    """AHA segments of every measured phase along one long axis (the ED frame's, else the
+    first measured): the segment map, the statistics per phase, the axis as JSON. A frame
+    whose axis cannot be found gives no segments, and the axis says why."""
+    if not results:
+        return None, {}, None
+    reference = choice.ed if choice.ed in results else min(results)
+    try:
+        axis = lv_axis(frames[reference], affine)
+    except (InvalidInput, ValueError) as error:
+        message = error.message if isinstance(error, InvalidInput) else str(error)
+        return None, {}, {"error": f"no long axis: {message}"}
+    segment_map = np.zeros(shape, dtype=np.uint8)
+    stats = {}
+    for t, result in results.items():
+        segments = assign_segments(frames[t], affine, axis)
+        if len(shape) == 3:
+            segment_map[...] = segments
+        else:
+            segment_map[..., t] = segments
+        thickness = np.where(result.thickness_mm > 0, result.thickness_mm, np.nan)
+        stats[t] = segment_statistics(thickness, segments)
+    return segment_map, stats, axis.to_json() | {"from_phase": reference}
 
 
 AGREEMENT_STATS = ("median", "p95", "max")

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from sitetune.analysis.pipeline import LesionOptions, ThicknessOptions
 from sitetune.analysis.tasks import Task
@@ -16,6 +16,11 @@ from sitetune.service.deps import Clinical, state
 from sitetune.service.uploads import analyse_upload
 
 router = APIRouter()
+
+
+class ImageFormat(StrEnum):
+    PNG = "png"
+    SVG = "svg"
 
 
 class PhasesMeasured(StrEnum):
@@ -52,6 +57,42 @@ def result_thickness(request: Request, result_id: str, _: Clinical):
     return FileResponse(
         path, media_type="application/gzip", filename=f"{result_id}-thickness.nii.gz"
     )
+
+
+@router.get("/v1/results/{result_id}/segments")
+def result_segments(request: Request, result_id: str, _: Clinical):
+    """The AHA segment of every myocardium voxel (uint8 NIfTI on the input grid, 1..17)."""
+    path = state(request).results.store.file(result_id, "segments.nii.gz", "segment map")
+    return FileResponse(
+        path, media_type="application/gzip", filename=f"{result_id}-segments.nii.gz"
+    )
+
+
+class BullseyeValue(StrEnum):
+    THICKNESS = "thickness"
+    THICKENING = "thickening"
+
+
+class BullseyePhase(StrEnum):
+    ED = "ed"
+    ES = "es"
+
+
+@router.get("/v1/results/{result_id}/bullseye.{image_format}")
+def result_bullseye(
+    request: Request,
+    result_id: str,
+    image_format: ImageFormat,
+    _: Clinical,
+    phase: BullseyePhase = BullseyePhase.ED,
+    value: BullseyeValue = BullseyeValue.THICKNESS,
+):
+    """The AHA 17-segment bullseye: segment median thickness at ED (``?phase=es``), or the
+    thickening (``?value=thickening``)."""
+    picture = state(request).results.bullseye(result_id, phase.value, value.value,
+                                              image_format.value)  # fmt: skip
+    media = "image/png" if image_format is ImageFormat.PNG else "image/svg+xml"
+    return Response(picture, media_type=media)
 
 
 @router.post("/v1/lesion-volume")

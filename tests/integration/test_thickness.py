@@ -125,3 +125,45 @@ def test_bad_masks_are_422_naming_the_problem(server, cine_case, tmp_path):
         assert both.status_code == 400
         assert client.get("/healthz").status_code == 200
     assert "[5]" in response.json()["error"]["message"]
+
+
+def test_aha_segments_segment_map_and_bullseye_plots(server, cine_case, tmp_path):
+    """A 4D image: 17 segments with ED and ES statistics, the segment map on the input grid,
+    the bullseye as PNG (17 filled sectors) and SVG, and thickening."""
+    import io
+
+    from matplotlib import image
+
+    from sitetune.analysis.bullseye import draw_bullseye
+
+    path = tmp_path / "cine.nii.gz"
+    save_nifti(cine_case.image, path)
+    with server.client("clinical") as client:
+        response = _post(client, file=path)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        base = f"/v1/results/{body['result_id']}"
+        png = client.get(f"{base}/bullseye.png")
+        es = client.get(f"{base}/bullseye.png", params={"phase": "es"})
+        thickening = client.get(f"{base}/bullseye.svg", params={"value": "thickening"})
+        segment_map = client.get(f"{base}/segments")
+        bad = client.get(f"{base}/bullseye.gif")
+    segments = body["segments"]
+    assert [s["id"] for s in segments] == list(range(1, 18))
+    assert segments[0]["name"] == "basal anterior" and segments[16]["name"] == "apex"
+    assert all(s["ed"] and s["es"] and s["thickening_pct"] is not None for s in segments)
+    assert body["axis"]["long_axis"] and body["axis"]["method"]
+    assert body["outputs"]["bullseye"]["available"] and body["outputs"]["segments"]["available"]
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    picture = image.imread(io.BytesIO(png.content))[..., :3]
+    _, pixels = draw_bullseye({s: 1.0 for s in range(1, 18)}, title="layout")  # the same layout
+    for segment, (x, y) in pixels.items():
+        patch = picture[int(y) + 6 : int(y) + 9, int(x) - 14 : int(x) - 11]
+        assert not np.allclose(patch, 1.0), f"segment {segment} is filled"
+    assert es.status_code == 200 and es.content != png.content
+    assert thickening.status_code == 200 and b"<svg" in thickening.content
+    assert bad.status_code == 400 and bad.json()["error"]["code"], "png or svg only"
+    segment_image = nib.Nifti1Image.from_bytes(gzip.decompress(segment_map.content))
+    values = np.asarray(segment_image.dataobj)
+    assert values.shape == cine_case.image.array.shape
+    assert set(np.unique(values)) <= set(range(18)) and len(np.unique(values)) == 18

@@ -3,13 +3,16 @@
 - `cardiac_phantom`: cardiac CT, 3D or 4D, labels 0/1/2 (blood pool, myocardium).
 - `brain_phantom`: brain FLAIR from the MNI152 template, labels 0/1 (lesion).
 - `spherical_shell`, `cylindrical_shell`, `slab`: exact-thickness label maps.
+- `lv_segment_phantom`: an LV with a known wall thickness in each AHA segment (and an RV).
 - `site_profile` / `SITES`: how sites A and B image the same anatomy.
 - `write_msd_dataset`: N cases in Medical Segmentation Decathlon layout.
 """
 
 from sitetune.imaging.phantoms.analytic import (
+    LvSegmentPhantom,
     ThicknessPhantom,
     cylindrical_shell,
+    lv_segment_phantom,
     slab,
     spherical_shell,
 )
@@ -31,11 +34,13 @@ __all__ = [
     "Family",
     "ImageFormat",
     "LabelPhases",
+    "LvSegmentPhantom",
     "SiteProfile",
     "ThicknessPhantom",
     "brain_phantom",
     "cardiac_phantom",
     "cylindrical_shell",
+    "lv_segment_phantom",
     "site_profile",
     "slab",
     "spherical_shell",

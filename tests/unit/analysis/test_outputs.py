@@ -87,3 +87,32 @@ def test_type2_gaps_and_invalid_values_become_empty_in_seg_and_sr(
         ds.save_as(tmp_path / name)
         assert dciodvfy_errors(tmp_path / name) == [], name
     assert source.dicom.datasets[0].PatientSex == "U"  # the sources are not changed
+
+
+def test_the_sr_carries_each_aha_segments_thickness_with_its_coded_site(
+    small_cardiac_3d, tmp_path, version
+):
+    from sitetune.imaging.codes import AHA_SEGMENT_CODES
+
+    folder = tmp_path / "dcm"
+    write_dicom_series(small_cardiac_3d.image, folder)
+    source = load_volume(folder)
+    labels = small_cardiac_3d.labels.array.astype(np.uint8)
+    measurement = measure_ventricle(labels, source.affine, surfaces="smoothed").to_json()
+    segments = {s["id"]: s for s in measurement["segments"]}
+    assert len(segments) == 17 and all(s["ed"] for s in segments.values())
+    outputs = build_dicom_outputs(source, labels, version, Task.WALL_THICKNESS, measurement)
+    sr = outputs.files["report-sr.dcm"]
+    sr.save_as(tmp_path / "sr.dcm")
+    assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+    found = {}
+    for site in _items(sr, "CODE"):
+        if site.ConceptNameCodeSequence[0].CodeValue != "363698007":  # Finding Site
+            continue
+        code = site.ConceptCodeSequence[0].CodeValue
+        for segment, wall in AHA_SEGMENT_CODES.items():
+            if wall.value == code:
+                found[segment] = site
+    assert sorted(found) == list(range(1, 18)), "every segment as a coded finding site"
+    medians = {round(float(n.MeasuredValueSequence[0].NumericValue), 3) for n in _items(sr, "NUM")}
+    assert {segments[k]["ed"]["median"] for k in segments} <= medians
