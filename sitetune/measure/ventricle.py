@@ -18,6 +18,7 @@ the single highest voxel, which is reported as ``peak``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from sitetune.measure.thickness import ThicknessResult, wall_thickness
 
 __all__ = ["BLOOD_POOL", "LV_LABELS", "MYOCARDIUM", "measure_ventricle"]
 ED_TOLERANCE_PCT, ED_MAX_TRIGGER_MS = 10.0, 100.0
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -254,20 +256,26 @@ def _segments(frames, affine, results, choice, shape):
     reference = choice.ed if choice.ed in results else min(results)
     try:
         axis = lv_axis(frames[reference], affine)
-    except (InvalidInput, ValueError) as error:
+        segment_map = np.zeros(shape, dtype=np.uint8)
+        stats = {}
+        for t, result in results.items():
+            segments = assign_segments(frames[t], affine, axis)
+            if len(shape) == 3:
+                segment_map[...] = segments
+            else:
+                segment_map[..., t] = segments
+            thickness = np.where(result.thickness_mm > 0, result.thickness_mm, np.nan)
+            stats[t] = segment_statistics(thickness, segments)
+    except Exception as error:  # the segments never cost the global measurement
         message = error.message if isinstance(error, InvalidInput) else str(error)
-        return None, {}, {"error": f"no long axis: {message}"}
-    segment_map = np.zeros(shape, dtype=np.uint8)
-    stats = {}
-    for t, result in results.items():
-        segments = assign_segments(frames[t], affine, axis)
-        if len(shape) == 3:
-            segment_map[...] = segments
-        else:
-            segment_map[..., t] = segments
-        thickness = np.where(result.thickness_mm > 0, result.thickness_mm, np.nan)
-        stats[t] = segment_statistics(thickness, segments)
-    return segment_map, stats, axis.to_json() | {"from_phase": reference}
+        logger.warning("no AHA segments: %s", message, exc_info=not isinstance(error, ValueError))
+        return None, {}, {"error": f"no AHA segments: {message}"}
+    shown = {
+        key: [round(float(v), 2 if key in ("apex", "cavity_apex", "base") else 4) for v in value]
+        if isinstance(value, list) else value
+        for key, value in axis.to_json().items()
+    }  # fmt: skip
+    return segment_map, stats, shown | {"from_phase": reference}
 
 
 AGREEMENT_STATS = ("median", "p95", "max")

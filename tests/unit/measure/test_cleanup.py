@@ -68,3 +68,16 @@ def test_the_ventricle_report_measures_the_cleaned_frame_and_says_what_changed()
         > clean["phases"][0]["volumes_ml"]["myocardium"]
     )
     assert "99th percentile" in report["method"]["max_definition"]
+
+
+def test_segments_that_cannot_be_cut_never_cost_the_global_measurement():
+    """An LV whose long axis is the world's anterior direction has no circumferential
+    origin without an RV: no segments, the reason in ``axis``, the rest measured."""
+    labels = np.zeros((40, 60, 40), np.uint8)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in labels.shape), indexing="ij")
+    r = np.hypot(x - 20, z - 20)
+    labels[(r < 14) & (y > 8) & (y < 52)] = MYOCARDIUM
+    labels[(r < 8) & (y > 14) & (y < 52)] = BLOOD_POOL  # the apex closed at low y
+    report = measure_ventricle(labels, np.eye(4)).to_json()
+    assert report["phases"][0]["thickness_mm"]["median"] > 0
+    assert report["segments"] is None and "no AHA segments" in report["axis"]["error"]
