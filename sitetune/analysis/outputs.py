@@ -156,21 +156,16 @@ def build_dicom_outputs(
     return out
 
 
-def _segment_groups(measurement: dict, item, phase_name: str, myocardium) -> list:
-    """Per AHA segment of this phase: mean, median and max thickness, without a region
-    (the SEG holds the whole myocardium), the segment as a second finding site."""
+def _segment_thickness(measurement: dict, item) -> list:
+    """(CID 3717 code, {mean, median, max}) of each AHA segment measured at this phase."""
     role = (item.role or "ED").lower()  # a 3D input's one frame counts as ED
-    groups = []
+    out = []
     for segment in measurement.get("segments") or []:
         stats = segment.get(role)
-        if not stats:
-            continue
-        groups.append(MeasurementGroup(
-            f"{segment['name']} ({segment['id']}), {phase_name}", None, 0, myocardium,
-            thickness_mm={k: stats[k] for k in ("mean", "median", "max")}, phase=item.role,
-            has_region=False, wall_segment=AHA_SEGMENT_CODES[segment["id"]],
-        ))  # fmt: skip
-    return groups
+        if stats:
+            values = {k: stats[k] for k in ("mean", "median", "max")}
+            out.append((AHA_SEGMENT_CODES[segment["id"]], values))
+    return out
 
 
 def provenance_lines(provenance: dict) -> list[str]:
@@ -219,7 +214,12 @@ def _groups(task, source, labels, version, measurement, plan, segs) -> list[Meas
                 structures[pool].code, volume_ml=entry["volumes_ml"]["blood_pool"],
                 phase=item.role, has_region=bool((frame == pool).any()),
             ))  # fmt: skip
-            groups += _segment_groups(measurement, item, phase_name, structures[myo].code)
+            for code, stats in _segment_thickness(measurement, item):
+                groups.append(MeasurementGroup(  # the myocardium's region, at this site
+                    f"{code.meaning}, {phase_name} (phase {item.phase})", seg, number[myo],
+                    structures[myo].code, thickness_mm=stats, phase=item.role,
+                    has_region=bool((frame == myo).any()), wall_segment=code,
+                ))  # fmt: skip
         return groups
     if task is Task.LESION_VOLUME:
         value = by_code[LESION.type.value]

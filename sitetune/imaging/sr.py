@@ -7,8 +7,11 @@ lists the SEGs and the source images. Codes:
 - wall thickness: DCM 122445 "Wall Thickness" in mm, derivation SCT Mean / SCT Median /
   SCT 95th percentile / SCT Maximum (sitetune's robust maximum: the 99th percentile of the
   wall, 98th of a segment; `sitetune.measure.thickness.MAX_DEFINITION`);
-- per AHA segment (17-segment model): groups without a region (TID 1501) whose finding
-  sites are the myocardium and the segment (CID 3717 "Myocardial Wall Segments");
+- per AHA segment (17-segment model): a group over the myocardium's region (the same SEG
+  segment) whose finding site is the AHA segment (CID 3717 "Myocardial Wall Segments"),
+  with its mean / median / max thickness (one template for every group: pixelmed's
+  validator refuses TID 1501 groups among TID 1411 ones, and dcmqi reads a finding site
+  per group, not per measurement);
 - volumes: SCT 118565006 "Volume" in mL;
 - lesion count: SCT 246206008 "Number of lesions", unit UCUM "1";
 - cardiac phase: the group's finding site is the structure, and each group's tracking
@@ -63,7 +66,7 @@ class MeasurementGroup:
     lesion_count: int | None = None
     phase: str | None = None  # "ED" or "ES"
     has_region: bool = True  # False: the segment is empty (nothing found), no ROI to reference
-    wall_segment: Code | None = None  # an AHA segment (CID 3717): a second finding site
+    wall_segment: Code | None = None  # an AHA segment (CID 3717): the group's finding site
 
 
 def _measurement(name: Code, value: float, unit: Code, derivation: Code | None = None):
@@ -85,9 +88,7 @@ def _group(group: MeasurementGroup, algorithm) -> object:
     if group.phase is not None:
         evaluations = [hd.sr.QualitativeEvaluation(CARDIAC_PHASE, PHASE_CODES[group.phase])]
     tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=group.name)
-    site = [hd.sr.FindingSite(group.structure.type)]
-    if group.wall_segment is not None:
-        site.append(hd.sr.FindingSite(group.wall_segment))
+    site = [hd.sr.FindingSite(group.wall_segment or group.structure.type)]
     if group.has_region and group.seg is not None:
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,

@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from sitetune.imaging.codes import AHA_SEGMENT_CODES
 from sitetune.imaging.dicom_write import write_dicom_series
 from sitetune.imaging.load import load_volume
 from sitetune.imaging.phantoms.brain import brain_phantom
@@ -186,6 +187,12 @@ def test_measured_sr_values_are_the_json_values_as_dcmqi_reads_them(measured, tm
         for key, meaning in (("median", "Median"), ("p95", "95th percentile"), ("max", "Maximum")):
             assert read[("Wall Thickness", meaning)] == pytest.approx(entry["thickness_mm"][key])
         assert read[("Volume", None)] == pytest.approx(entry["volumes_ml"]["myocardium"])
+        for segment in thickness.body["segments"]:  # each AHA segment, as Slicer lists it
+            stats = segment[role]
+            code = AHA_SEGMENT_CODES[segment["id"]]
+            values = groups[f"{code.meaning}, {phase_name} (phase {entry['index']})"]
+            for key, meaning in (("median", "Median"), ("max", "Maximum"), ("mean", "Mean")):
+                assert values[("Wall Thickness", meaning)] == pytest.approx(stats[key])
     lesions = measured["lesion_volume"]
     (group,) = judges.tid1500_values(lesions.sr, tmp_path / "l")
     assert group["values"][("Volume", None)] == pytest.approx(lesions.body["total_ml"], abs=1e-4)
