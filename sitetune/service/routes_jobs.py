@@ -37,6 +37,9 @@ def submit_job(
     seed: Annotated[int | None, Form()] = None,
     auto_promote: Annotated[bool | None, Form()] = None,
     promote_margin: Annotated[float | None, Form()] = None,
+    budget: Annotated[str | None, Form()] = None,
+    time_limit_s: Annotated[float | None, Form()] = None,
+    patience: Annotated[int | None, Form()] = None,
 ) -> dict:
     """Queue a fine-tune job of ``base`` on a site dataset (MSD zip); 202 with the job."""
     app = state(request)
@@ -51,6 +54,9 @@ def submit_job(
         "seed": seed,
         "auto_promote": auto_promote,
         "promote_margin": promote_margin,
+        "budget": budget,
+        "time_limit_s": time_limit_s,
+        "patience": patience,
     }
     job_request = submission.check_job_request(app.registry, base, options)
     settings = app.settings

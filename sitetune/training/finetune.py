@@ -38,9 +38,24 @@ class Strategy(StrEnum):
     SCRATCH = "scratch"
 
 
+class Budget(StrEnum):
+    """How much training a site buys: presets of epochs x iterations per epoch (explicit
+    ``epochs`` / ``iterations_per_epoch`` win over the preset)."""
+
+    QUICK = "quick"
+    STANDARD = "standard"
+    THOROUGH = "thorough"
+
+
+BUDGETS = {Budget.QUICK: (5, 10), Budget.STANDARD: (20, 20), Budget.THOROUGH: (60, 30)}
+
+
 class FineTuneConfig(BaseModel):
     """Parameters of one fine-tune job (stored with the job and in the new card)."""
 
+    budget: Budget | None = None  # presets epochs x iterations (`BUDGETS`)
+    time_limit_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)  # stop training by then
+    patience: int | None = Field(None, ge=1, le=1000)  # epochs without a better held-out Dice
     strategy: Strategy = Strategy.ALL
     epochs: int = Field(20, ge=1, le=2000)
     iterations_per_epoch: int = Field(20, ge=1, le=10_000)
@@ -52,6 +67,16 @@ class FineTuneConfig(BaseModel):
     seed: int = 0
     auto_promote: bool = False
     promote_margin: float = Field(0.0, ge=0, le=1)  # Dice the candidate may trail by
+
+    @model_validator(mode="after")
+    def _budget(self) -> FineTuneConfig:
+        if self.budget is not None:
+            epochs, iterations = BUDGETS[self.budget]
+            if "epochs" not in self.model_fields_set:
+                self.epochs = epochs
+            if "iterations_per_epoch" not in self.model_fields_set:
+                self.iterations_per_epoch = iterations
+        return self
 
     @model_validator(mode="after")
     def _default_learning_rate(self) -> FineTuneConfig:

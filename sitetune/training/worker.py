@@ -14,6 +14,8 @@ request; cancelling stops training within one iteration and registers nothing.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import threading
@@ -21,6 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sitetune.errors import InvalidInput, SitetuneError
@@ -75,6 +78,26 @@ class _Heartbeat(threading.Thread):
                 self.beat()
             except Exception:  # a database hiccup must not kill the job
                 logger.exception("heartbeat failed")
+
+
+def _seconds_per_iteration(trainer: Trainer, iterations: int = 2) -> float:
+    """The measured cost of one training iteration on this device: a copy of the trainer
+    runs ``iterations`` (after one warm-up), torch's random state kept, so the job's own
+    training is exactly what it would be without the probe."""
+    probe = copy.copy(trainer)  # shares the cases (they may be large), copies the rest
+    probe.network = copy.deepcopy(trainer.network)
+    trainable = [p for p in probe.network.parameters() if p.requires_grad]
+    probe.optimiser = torch.optim.Adam(trainable, lr=trainer.config.learning_rate)
+    probe.schedule = torch.optim.lr_scheduler.ExponentialLR(probe.optimiser, 1.0)
+    probe.rng, probe.history = copy.deepcopy(trainer.rng), list(trainer.history)
+    probe.config = dataclasses.replace(probe.config, iterations_per_epoch=1)
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe.run_epoch()
+        probe.config = dataclasses.replace(probe.config, iterations_per_epoch=iterations)
+        started = time.perf_counter()
+        probe.run_epoch()
+        return (time.perf_counter() - started) / iterations
 
 
 class JobRunner:
@@ -151,7 +174,9 @@ class JobRunner:
             strategy["trainable_parameters"],
             strategy["parameters"],
         )
-        history = self._train(network, card, config, train_cases, held_out, folder, heartbeat, log)
+        history, training = self._train(
+            network, card, config, train_cases, held_out, folder, heartbeat, log
+        )
         heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
         heartbeat.beat()
         evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat, refs)
@@ -168,24 +193,42 @@ class JobRunner:
         return {
             "version": version.version,
             "ref": version.ref,
+            "training": training,
             "evaluation": evaluation,
             "promoted": promoted,
             "promotion": promotion,
         }
 
     def _train(self, network, card, config, train_cases, held_out, folder, heartbeat, log):
-        """Train with a checkpoint after every epoch (resuming from one if present);
-        returns the loss history."""
+        """Train with a checkpoint after every epoch (resuming from one if present), keep
+        the epoch whose weights scored best on the held-out patches (mean Dice), stop
+        early after ``patience`` epochs without a better one or when ``time_limit_s``
+        would be passed; returns the loss history and a report of the estimate, the
+        kept epoch and why training stopped."""
         network.to(self.device)
         trainer = Trainer(network, training_cases(train_cases, card), config.train_config(card))
         patches = validation_patches(
             training_cases(held_out, card), tuple(card.patch_size), config.seed
         )
-        checkpoint = folder / "checkpoint.pt"
+        checkpoint, best_path = folder / "checkpoint.pt", folder / "best.pt"
         if checkpoint.is_file():
             trainer.load_state_dict(torch.load(checkpoint, weights_only=True))
             log.info("resumed from the checkpoint after epoch %d", trainer.epoch)
+        best = torch.load(best_path, weights_only=True) if best_path.is_file() else None
+        per_iteration = _seconds_per_iteration(trainer)
+        iterations = (config.epochs - trainer.epoch) * config.iterations_per_epoch
+        estimate = {"per_iteration_s": round(per_iteration, 4), "iterations": iterations,
+                    "training_s": round(per_iteration * iterations, 1)}  # fmt: skip
+        log.info("estimated training time on %s: %.0f s (%d iterations at %.3f s)",
+                 self.device, estimate["training_s"], iterations, per_iteration)  # fmt: skip
+        heartbeat.progress = {"stage": "training", "epoch": trainer.epoch,
+                              "epochs": config.epochs, "estimate": estimate,
+                              "eta_s": estimate["training_s"]}  # fmt: skip
+        heartbeat.beat()
+        started_training = time.perf_counter()
         epoch_seconds: list[float] = []
+        stopped = "the last epoch"
+        names = list(card.label_names.values())
         while trainer.epoch < config.epochs:
             started = time.perf_counter()
             loss = trainer.run_epoch(heartbeat.cancelled.is_set)
@@ -196,19 +239,28 @@ class JobRunner:
             torch.save(trainer.state_dict(), partial)
             partial.replace(checkpoint)
             validation = trainer.validate(patches)
-            names = card.label_names.values()
             val = {
                 "loss": round(validation["loss"], 5),
                 "dice": {n: round(d, 4) for n, d in zip(names, validation["dice"], strict=True)},
             }
+            score = float(np.mean(validation["dice"]))
+            if best is None or score > best["score"]:
+                best = {"epoch": trainer.epoch, "score": score,
+                        "network": {k: v.detach().cpu().clone()
+                                    for k, v in network.state_dict().items()}}  # fmt: skip
+                torch.save(best, best_path.with_suffix(".partial"))
+                best_path.with_suffix(".partial").replace(best_path)
             remaining = config.epochs - trainer.epoch
+            mean_epoch = sum(epoch_seconds) / len(epoch_seconds)
             heartbeat.progress = {
                 "epoch": trainer.epoch,
                 "epochs": config.epochs,
                 "train_loss": round(loss, 5),
                 "losses": [round(v, 5) for v in trainer.history],
                 "val": val,
-                "eta_s": round(remaining * sum(epoch_seconds) / len(epoch_seconds), 1),
+                "best_epoch": best["epoch"],
+                "estimate": estimate,
+                "eta_s": round(remaining * mean_epoch, 1),
                 "stage": "training",
             }
             heartbeat.beat()
@@ -220,7 +272,28 @@ class JobRunner:
                 json.dumps(val),
                 epoch_seconds[-1],
             )
-        return trainer.history
+            if config.patience and trainer.epoch - best["epoch"] >= config.patience:
+                stopped = f"early stop: no better held-out Dice for {config.patience} epochs"
+                break
+            elapsed = time.perf_counter() - started_training
+            if config.time_limit_s and remaining and elapsed + mean_epoch > config.time_limit_s:
+                stopped = f"time limit: another epoch would pass {config.time_limit_s:.0f} s"
+                break
+        if best is not None and best["epoch"] != trainer.epoch:
+            network.load_state_dict(best["network"])
+        kept = best["epoch"] if best is not None else trainer.epoch
+        report = {
+            "estimate": estimate,
+            "actual_training_s": round(time.perf_counter() - started_training, 1),
+            "epochs_run": trainer.epoch,
+            "kept_epoch": kept,
+            "kept_because": f"highest mean held-out Dice ({best['score']:.4f})"
+            if best is not None else "no validation",
+            "stopped_by": stopped,
+        }  # fmt: skip
+        log.info("kept the weights of epoch %d (%s); stopped by %s", kept,
+                 report["kept_because"], stopped)  # fmt: skip
+        return trainer.history, report
 
     def _evaluate(self, network, card, config, train_cases, held_out, heartbeat, refs) -> dict:
         """Candidate and current production on the held-out cases, and the gate."""

@@ -82,6 +82,11 @@ def test_job_end_to_end_registers_promotes_and_serves(server, site_zip, tmp_path
         assert job["state"] == "succeeded", job["error"]
         assert job["progress"]["epoch"] == job["progress"]["epochs"] == 2
         result = job["result"]
+        training = result["training"]  # stated before training, measured after
+        assert training["estimate"]["training_s"] > 0 and training["actual_training_s"] > 0
+        assert job["progress"]["estimate"] == training["estimate"]
+        assert training["kept_epoch"] in (1, 2) and training["stopped_by"] == "the last epoch"
+        assert "held-out Dice" in training["kept_because"]
         evaluation = result["evaluation"]
         assert len(evaluation["held_out_cases"]) == 1 and len(evaluation["training_cases"]) == 2
         for arm in ("candidate", "production"):
@@ -199,6 +204,7 @@ def test_invalid_submissions_get_4xx_listing_the_problems(server, site_zip, tmp_
         hostile = _submit(ops, evil)
         unknown_base = _submit(ops, site_zip, base="no-such-model")
         bad_option = _submit(ops, site_zip, strategy="everything")
+        bad_budget = _submit(ops, site_zip, budget="forever")
         bad_split = _submit(ops, site_zip, val_cases="nope")
         assert len(ops.get("/v1/jobs").json()["jobs"]) == jobs_before  # nothing queued
     assert wrong.status_code == 422
@@ -208,6 +214,7 @@ def test_invalid_submissions_get_4xx_listing_the_problems(server, site_zip, tmp_
     assert hostile.status_code == 400 and hostile.json()["error"]["code"] == "unsafe_archive"
     assert unknown_base.status_code == 404
     assert bad_option.status_code == 422 and "strategy" in bad_option.json()["error"]["message"]
+    assert bad_budget.status_code == 422 and "budget" in bad_budget.json()["error"]["message"]
     assert bad_split.status_code == 422 and bad_split.json()["error"]["code"] == "unknown_val_cases"
     leftovers = list((server.data_dir / "artifacts" / "jobs").glob("*"))
     assert len(leftovers) == jobs_before  # rejected submissions left no folder

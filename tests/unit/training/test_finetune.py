@@ -84,3 +84,15 @@ def test_strategies_freeze_and_reinitialise_the_right_layers():
         dict(network.named_parameters())[first], dict(base.named_parameters())[first]
     )
     assert _trainable(network) == names
+
+
+def test_a_budget_presets_the_training_length_and_explicit_values_win():
+    from sitetune.training.finetune import BUDGETS, Budget
+
+    quick = FineTuneConfig(budget="quick")
+    assert (quick.epochs, quick.iterations_per_epoch) == BUDGETS[Budget.QUICK]
+    assert FineTuneConfig(budget="thorough", epochs=3).epochs == 3
+    stored = FineTuneConfig.model_validate(quick.model_dump(mode="json"))
+    assert stored == quick, "a stored job config reads back the same"
+    with pytest.raises(ValueError):
+        FineTuneConfig(budget="forever")

@@ -74,3 +74,19 @@ def test_mixed_precision_training_on_the_gpu(cases):
     assert next(network.parameters()).dtype == torch.float32  # weights stay fp32
     validation = trainer.validate(validation_patches(cases, (16, 16, 16), seed=1))
     assert np.isfinite(validation["loss"])
+
+
+def test_the_cost_probe_leaves_the_training_it_measures_unchanged(cases):
+    """The job states its estimated duration from a measured per-iteration cost before it
+    trains; measuring must not change a single step of the training that follows."""
+    from sitetune.training.worker import _seconds_per_iteration
+
+    plain = Trainer(_network(), cases, CONFIG)
+    plain.run_epoch()
+    probed = Trainer(_network(), cases, CONFIG)
+    seconds = _seconds_per_iteration(probed)
+    assert 0 < seconds < 60 and probed.history == []
+    probed.run_epoch()
+    assert probed.history == plain.history
+    for a, b in zip(plain.network.parameters(), probed.network.parameters(), strict=True):
+        assert torch.equal(a, b)
