@@ -216,9 +216,17 @@ class JobRunner:
             log.info("resumed from the checkpoint after epoch %d", trainer.epoch)
         best = torch.load(best_path, weights_only=True) if best_path.is_file() else None
         per_iteration = _seconds_per_iteration(trainer)
-        iterations = (config.epochs - trainer.epoch) * config.iterations_per_epoch
-        estimate = {"per_iteration_s": round(per_iteration, 4), "iterations": iterations,
-                    "training_s": round(per_iteration * iterations, 1)}  # fmt: skip
+        started = time.perf_counter()
+        trainer.validate(patches)  # eval mode, no gradient, no random draw: changes nothing
+        per_validation = time.perf_counter() - started
+        epochs_left = config.epochs - trainer.epoch
+        iterations = epochs_left * config.iterations_per_epoch
+        estimate = {
+            "per_iteration_s": round(per_iteration, 4),
+            "iterations": iterations,
+            "per_validation_s": round(per_validation, 3),
+            "training_s": round(per_iteration * iterations + per_validation * epochs_left, 1),
+        }
         log.info("estimated training time on %s: %.0f s (%d iterations at %.3f s)",
                  self.device, estimate["training_s"], iterations, per_iteration)  # fmt: skip
         heartbeat.progress = {"stage": "training", "epoch": trainer.epoch,
