@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from sitetune.db import Base, UtcDateTime, iso_utc
+from sitetune.dicomweb import next_retry
 from sitetune.processes import process_gone
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ class Backoff:
     max_seconds: float = 600.0
 
     def delay(self, attempts: int) -> datetime.timedelta:
-        """The wait after the ``attempts``-th failed attempt."""
-        seconds = self.base_seconds * 2 ** max(attempts - 1, 0)
-        return datetime.timedelta(seconds=min(self.max_seconds, seconds))
+        """The wait after the ``attempts``-th failed attempt (`next_retry`'s rule, which
+        the DIMSE bridge uses too)."""
+        return next_retry(attempts, self.base_seconds, self.max_seconds)
 
 
 class WorkQueue:
@@ -312,6 +313,7 @@ class Periodic:
         self.engine = engine
         never_fails = Backoff(max_attempts=2**31 - 1, base_seconds=60.0, max_seconds=3600.0)
         self.queue = WorkQueue(engine, PeriodicTaskRow, PERIODIC, lease=lease, backoff=never_fails)
+        self._known: set[str] = set()
 
     def run_if_due(self, name: str, worker: str, every: datetime.timedelta, task) -> bool:
         """Run ``task()`` when ``name`` is due and no other worker holds it; True when it
@@ -334,14 +336,18 @@ class Periodic:
         return True
 
     def _ensure(self, name: str) -> None:
+        """The task's row exists (checked once per process: rows are never deleted)."""
+        if name in self._known:
+            return
         with Session(self.engine) as s:
-            if s.get(PeriodicTaskRow, name) is not None:
-                return
-        try:
-            with Session(self.engine) as s, s.begin():
-                s.add(PeriodicTaskRow(id=name, state=PERIODIC.queued, attempts=0))
-        except IntegrityError:  # another worker made it first
-            pass
+            present = s.get(PeriodicTaskRow, name) is not None
+        if not present:
+            try:
+                with Session(self.engine) as s, s.begin():
+                    s.add(PeriodicTaskRow(id=name, state=PERIODIC.queued, attempts=0))
+            except IntegrityError:  # another worker made it first
+                pass
+        self._known.add(name)
 
 
 def _now() -> datetime.datetime:

@@ -483,19 +483,6 @@ class PacsStore:
             return [_series_json(r) for r in rows]
 
     # -- deliveries ------------------------------------------------------------------
-    def due_deliveries(self, limit: int = 20) -> list[Delivery]:
-        with Session(self.engine) as s:
-            rows = s.scalars(
-                select(PacsDeliveryRow)
-                .where(
-                    PacsDeliveryRow.state == DeliveryState.PENDING.value,
-                    PacsDeliveryRow.next_attempt_at <= utcnow(),
-                )
-                .order_by(PacsDeliveryRow.next_attempt_at)
-                .limit(limit)
-            )
-            return [Delivery.from_row(r) for r in rows]
-
     def claim_delivery(self, worker: str) -> Delivery | None:
         """Take the delivery due longest (``sending``, held by ``worker``)."""
         delivery_id = self.deliveries.claim(worker)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sitetune.analysis.admission import MemoryGate
 from sitetune.analysis.pipeline import Pipeline
 from sitetune.analysis.results import AnalysisResults
-from sitetune.db import connect, make_engine, upgrade
+from sitetune.db import make_engine, upgrade
 from sitetune.models.registry import Registry
 from sitetune.models.serving import ModelServer
 from sitetune.pacs.routing import load_config
@@ -81,10 +81,11 @@ def bootstrap(settings: Settings) -> None:
     principal per role, their tokens written to a file only this user can read, never to
     the log), built-in models."""
     settings.prepare()
-    before, after = upgrade(make_engine(settings.resolved_database_url))  # under a lock
+    engine = make_engine(settings.resolved_database_url)
+    before, after = upgrade(engine)  # under a lock
     if before != after:
         print(f"sitetune: database schema {before or 'empty'} -> {after}", file=sys.stderr)
-    principals = PrincipalStore(connect(settings.resolved_database_url))
+    principals = PrincipalStore(engine)
     if settings.tokens:
         principals.import_spec(settings.tokens)
     if settings.resolved_tokens_file.is_file():  # the hashes file of earlier releases
