@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from sitetune.measure.labels import BLOOD_POOL, MYOCARDIUM
+from sitetune.measure.thickness import bounding_box
 
 _FACE = ndimage.generate_binary_structure(3, 1)
 
@@ -32,15 +33,6 @@ def _touching(components: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Ids of ``components`` with a voxel face-adjacent to (or in) ``mask``."""
     near = ndimage.binary_dilation(mask, _FACE)
     return np.unique(components[near & (components > 0)])
-
-
-def _box(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
-    where = np.argwhere(mask)
-    if where.size == 0:
-        return None
-    lo = np.maximum(where.min(axis=0) - margin, 0)
-    hi = np.minimum(where.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
 def clean_lv(labels: np.ndarray, voxel_ml: float) -> tuple[np.ndarray, dict]:
@@ -56,7 +48,8 @@ def clean_lv(labels: np.ndarray, voxel_ml: float) -> tuple[np.ndarray, dict]:
         "holes_filled": 0,  # -> blood pool or myocardium
     }
     present = (out == BLOOD_POOL).any() and (out == MYOCARDIUM).any()
-    box = _box((out == BLOOD_POOL) | (out == MYOCARDIUM)) if present else None
+    lv = (out == BLOOD_POOL) | (out == MYOCARDIUM)
+    box = bounding_box(lv, margin=2) if present else None
     if box is not None:  # a frame lacking either label is left for the measurement to refuse
         sub = out[box]  # a view: cleaned in place
         myocardium = sub == MYOCARDIUM

@@ -120,14 +120,15 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box holding every True voxel of ``mask``; None if there is none."""
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``, grown by ``margin`` voxels
+    on every side within the array; None if there is none."""
     box = []
-    for axis in range(mask.ndim):
+    for axis, n in enumerate(mask.shape):
         present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if present.size == 0:
             return None
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, n)))
     return tuple(box)
 
 
@@ -184,8 +185,7 @@ def wall_thickness(
         from sitetune.measure.thickness_torch import resolve_device
 
         torch_device = resolve_device(device)
-    wall_box = _bounding_box(labels == wall)
-    if wall_box is None:
+    if not (labels == wall).any():
         raise InvalidInput(f"the mask has no myocardium (label {wall})", code="no_myocardium")
     if not (labels == inner).any():
         raise InvalidInput(f"the mask has no blood pool (label {inner})", code="no_blood_pool")
@@ -194,10 +194,7 @@ def wall_thickness(
     coarse = spacing[coarse_axis] > ANISOTROPY * spacing.min()
     widest_mm = SUMMIT_SMOOTHING_MM if coarse else smoothing_voxels * spacing.min()
     margin = int(np.ceil(3 * widest_mm / spacing.min())) + 2
-    box = tuple(
-        slice(max(b.start - margin, 0), min(b.stop + margin, n))
-        for b, n in zip(wall_box, labels.shape, strict=True)
-    )
+    box = bounding_box(labels == wall, margin)
     sub = labels[box]
     cells, links, on_surface = surface_links(
         sub, spacing, inner, wall, coarse_axis if coarse else None, smoothing_voxels,
