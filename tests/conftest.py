@@ -59,5 +59,5 @@ def pytest_collection_modifyitems(config, items):
     ``-m "not slow"`` runs the unit tests alone."""
     for item in items:
         parts = Path(str(item.fspath)).parts
-        if "integration" in parts or "conformance" in parts:
+        if "integration" in parts or "conformance" in parts or "browser" in parts:
             item.add_marker(pytest.mark.slow)

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import String, Text, delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 DICOM_FOLDER = "dicom"
 RECORD = "analysis.json"
+IMAGE = "image.nii.gz"  # the analysed image (an uploaded NIfTI is kept as it came)
+IMAGE_SUFFIXES = (".nii.gz", ".nii")
 MAP_ROUTES = {
     "thickness.nii.gz": "thickness",
     "segments.nii.gz": "segments",
@@ -118,6 +121,37 @@ class ResultStore:
                 )
             return json.loads(row.summary)
 
+    def recent(self, limit: int = 50, kind: str | None = None) -> list[dict]:
+        """The newest live results, newest first: id, kind, time, model, input and the
+        headline numbers (what a list of results shows; the full summary by id)."""
+        cutoff = utcnow() - self.retention
+        query = select(ResultRow).where(ResultRow.created_at >= cutoff)
+        if kind is not None:
+            query = query.where(ResultRow.kind == kind)
+        query = query.order_by(ResultRow.created_at.desc()).limit(limit)
+        with Session(self.engine) as s:
+            rows = list(s.scalars(query))
+        out = []
+        for row in rows:
+            summary = json.loads(row.summary)
+            headline = {k: summary[k] for k in ("total_ml", "count", "thickening_pct", "labels")
+                        if k in summary}  # fmt: skip
+            if summary.get("ed"):
+                headline["ed_median_mm"] = summary["ed"]["thickness_mm"]["median"]
+            out.append({"result_id": row.id, "kind": row.kind,
+                        "created_at": row.created_at.replace(tzinfo=datetime.UTC).isoformat(),
+                        "model": summary.get("model"), "input": summary.get("input"),
+                        **headline})  # fmt: skip
+        return out
+
+    def image(self, result_id: str) -> Path:
+        """The analysed image of a result (NIfTI), or `NotFound`."""
+        folder = self.folder(result_id)
+        for name in (IMAGE, "image.nii"):
+            if (folder / name).is_file():
+                return folder / name
+        raise NotFound(f"result {result_id} has no stored image", code="result_file_not_found")
+
     def replace_summary(self, result_id: str, summary: dict) -> None:
         with Session(self.engine) as s, s.begin():
             row = update(ResultRow).where(ResultRow.id == result_id)
@@ -160,6 +194,22 @@ class ResultStore:
         return len(ids)
 
 
+def image_name(upload_name: str) -> str:
+    """The stored name of an uploaded NIfTI kept as the result's image."""
+    return "image.nii" if upload_name.endswith(".nii") else IMAGE
+
+
+def display_copy(volume):
+    """The volume's array for the stored image: int16 when every value is a whole number
+    in int16's range (CT in HU, most MR), which halves the file against float32."""
+    array = np.asarray(volume.array)
+    if array.dtype.kind == "f" and array.size:
+        low, high = float(array.min()), float(array.max())
+        if low >= -32768 and high <= 32767 and np.array_equal(array, np.round(array)):
+            return volume.with_array(array.astype(np.int16))
+    return volume
+
+
 def new_result_id() -> str:
     return uuid.uuid4().hex
 
@@ -180,6 +230,10 @@ def predicted_outputs(result_id: str, analysis: Analysis) -> dict:
         "summary": _available(base, "application/json"),
         "mask": _available(f"{base}/mask", "application/gzip"),
     }
+    if analysis.version is None:
+        out["image"] = _unavailable("the input was a label map, not an image")
+    else:
+        out["image"] = _available(f"{base}/image", "application/gzip")
     for filename, route in MAP_ROUTES.items():
         if filename in analysis.maps:
             out[route] = _available(f"{base}/{route}", "application/gzip")
@@ -245,6 +299,12 @@ class AnalysisResults:
         for filename, array in analysis.maps.items():
             writers[filename] = lambda path, array=array: save_nifti(volume.with_array(array), path)
         keep = {}
+        if analysis.version is not None:  # the image the mask was made on, for viewers
+            nifti_source = source is not None and volume.dicom is None and Path(source).is_file()
+            if nifti_source and Path(source).name.lower().endswith(IMAGE_SUFFIXES):
+                keep[image_name(Path(source).name.lower())] = Path(source)
+            else:
+                writers[IMAGE] = lambda path: save_nifti(display_copy(volume), path)
         if source is not None and volume.dicom is not None and analysis.version is not None:
             keep[f"input/{Path(source).name}"] = Path(source)
             record = {

@@ -9,10 +9,11 @@ are loaded) and ``/metrics``.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Annotated
 
 import bentoml
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -22,6 +23,7 @@ from sitetune.analysis.tasks import Task
 from sitetune.errors import NotFound
 from sitetune.housekeeping import reclaimed_bytes
 from sitetune.service import (
+    routes_console,
     routes_dicomweb,
     routes_jobs,
     routes_measure,
@@ -37,6 +39,13 @@ from sitetune.service.uploads import analyse_upload
 from sitetune.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class ResultKind(StrEnum):
+    SEGMENT = "segment"
+    THICKNESS = "thickness"
+    LESION_VOLUME = "lesion-volume"
+
 
 api = FastAPI(title="sitetune", version=__version__, docs_url="/docs", redoc_url=None)
 install_error_handlers(api)
@@ -100,6 +109,18 @@ def segment(
     )
 
 
+@api.get("/v1/results")
+def results(
+    request: Request,
+    _: Clinical,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    kind: Annotated[ResultKind | None, Query()] = None,
+) -> dict:
+    """The newest results (within the retention), newest first, with headline numbers."""
+    store = state(request).results.store
+    return {"results": store.recent(limit, kind.value if kind else None)}
+
+
 @api.get("/v1/results/{result_id}")
 def result(request: Request, result_id: str, _: Clinical) -> dict:
     return state(request).results.store.summary(result_id)
@@ -109,6 +130,14 @@ def result(request: Request, result_id: str, _: Clinical) -> dict:
 def result_mask(request: Request, result_id: str, _: Clinical):
     path = state(request).results.store.file(result_id, "mask.nii.gz", "mask")
     return FileResponse(path, media_type="application/gzip", filename=f"{result_id}.nii.gz")
+
+
+@api.get("/v1/results/{result_id}/image")
+def result_image(request: Request, result_id: str, _: Clinical):
+    """The image that was segmented (NIfTI on the input grid; the mask's geometry)."""
+    path = state(request).results.store.image(result_id)
+    media = "application/gzip" if path.suffix == ".gz" else "application/octet-stream"
+    return FileResponse(path, media_type=media, filename=f"{result_id}-{path.name}")
 
 
 @api.get("/v1/results/{result_id}/seg")
@@ -131,6 +160,7 @@ api.include_router(routes_models.router)
 api.include_router(routes_jobs.router)
 api.include_router(routes_dicomweb.router)
 api.include_router(routes_principals.router)
+api.include_router(routes_console.router)
 
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

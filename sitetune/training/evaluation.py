@@ -6,7 +6,8 @@ window settings), and measured as the analysis pipeline measures: which measurem
 which label value is which structure, follow from the card's coded labels
 (`sitetune.analysis.tasks`). Reported per network:
 
-- Dice per label (mean over frames) and their mean, the gate's score;
+- Dice per label (mean over frames) and their mean, the gate's score; the same per case
+  (``cases``, in the order of the held-out cases), which `paired_comparison` pairs;
 - ``lv-ct``: thickness agreement with the reference masks (Pearson r, bias and mean
   absolute difference of median, p95 and max at ED and ES: `thickness_agreement`; a case
   where a network finds no myocardium is counted in ``cases_without_myocardium``), and the
@@ -91,10 +92,12 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
     reports: dict[str, list] = {name: [] for name in networks}  # (predicted, reference)
     unmeasured = dict.fromkeys(networks, 0)
     lesion_rows: dict[str, list[dict]] = {name: [] for name in networks}
+    per_case: dict[str, list[dict]] = {name: [] for name in networks}  # in the order of cases
     for number, case in enumerate(cases, 1):  # numbers, not names (often MRNs), in logs
         image, labels = load_volume(case.image), load_volume(case.label)
         voxel_ml = labels.voxel_volume_ml
         predicted = {name: np.zeros(labels.array.shape, np.uint8) for name in networks}
+        case_dice: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
         for t in case.labelled_phases:
             if should_stop is not None and should_stop():
                 raise InterruptedError("evaluation stopped")
@@ -109,6 +112,7 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
                     predicted[name] = frame
                 for label, value in dice_per_label(frame, reference, card.label_names).items():
                     dice[name].setdefault(label, []).append(value)
+                    case_dice[name].setdefault(label, []).append(value)
                 for value, label in card.label_names.items():
                     error = abs(int((frame == value).sum()) - int((reference == value).sum()))
                     volume_errors[name].setdefault(label, []).append(error * voxel_ml)
@@ -116,6 +120,10 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
                     found, truth = (to_measured_labels(x, card, Task.LESION_VOLUME) == 1
                                     for x in (frame, reference))  # fmt: skip
                     lesion_rows[name].append(wmh_metrics(found, truth, labels.affine))
+        for name in networks:
+            case_labels = {k: round(float(np.mean(v)), 4) for k, v in case_dice[name].items()}
+            mean = round(float(np.mean(list(case_labels.values()))), 4) if case_labels else None
+            per_case[name].append({"dice": case_labels, "mean_dice": mean})
         if _is_lv(card):
             try:
                 reference_report = measure_ventricle(
@@ -142,6 +150,7 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
             "volume_abs_error_ml": {
                 label: round(float(np.mean(v)), 3) for label, v in volume_errors[name].items()
             },
+            "cases": per_case[name],  # per held-out case (labelled phases averaged)
         }
         if _is_lv(card) and reports[name]:
             predicted_reports, reference_reports = zip(*reports[name], strict=True)
@@ -154,3 +163,28 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
             }
         out[name] = entry
     return out
+
+
+def paired_comparison(candidate: dict, production: dict, case_refs: list[str]) -> dict:
+    """Candidate against production case by case (both from `evaluate_networks` on the
+    same held-out cases): each case's mean Dice for both and the paired difference, worst
+    first, and the mean and sd of the differences with the count of cases better, worse
+    and tied (within 0.001). What the console shows beside the gate's decision."""
+    rows = []
+    for ref, ours, theirs in zip(case_refs, candidate.get("cases", []),
+                                 production.get("cases", []), strict=False):  # fmt: skip
+        a, b = ours["mean_dice"], theirs["mean_dice"]
+        difference = None if a is None or b is None else round(a - b, 4)
+        dice = {"candidate": ours["dice"], "production": theirs["dice"]}
+        rows.append({"case": ref, "candidate": a, "production": b, "difference": difference,
+                     "dice": dice})  # fmt: skip
+    rows.sort(key=lambda r: (r["difference"] is None, r["difference"] or 0.0))
+    differences = np.array([r["difference"] for r in rows if r["difference"] is not None])
+    return {
+        "cases": rows,
+        "mean_difference": round(float(differences.mean()), 4) if differences.size else None,
+        "sd_difference": round(float(differences.std(ddof=1)), 4) if differences.size > 1 else None,
+        "better": int((differences > 0.001).sum()),
+        "worse": int((differences < -0.001).sum()),
+        "tied": int((np.abs(differences) <= 0.001).sum()),
+    }

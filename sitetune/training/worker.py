@@ -34,7 +34,7 @@ from sitetune.processes import worker_identity, worker_main
 from sitetune.settings import Settings
 from sitetune.stores import Stores
 from sitetune.training.datasets import case_refs, dataset_root, validate_site_dataset
-from sitetune.training.evaluation import evaluate_networks
+from sitetune.training.evaluation import evaluate_networks, paired_comparison
 from sitetune.training.finetune import (
     FineTuneConfig,
     apply_strategy,
@@ -237,6 +237,7 @@ class JobRunner:
         epoch_seconds: list[float] = []
         stopped = "the last epoch"
         names = list(card.label_names.values())
+        val_dice: list[list] = []  # [epoch, mean held-out Dice]: the console's curve
         while trainer.epoch < config.epochs:
             started = time.perf_counter()
             loss = trainer.run_epoch(heartbeat.cancelled.is_set)
@@ -252,6 +253,7 @@ class JobRunner:
                 "dice": {n: round(d, 4) for n, d in zip(names, validation["dice"], strict=True)},
             }
             score = float(np.mean(validation["dice"]))
+            val_dice.append([trainer.epoch, round(score, 4)])
             if best is None or score > best["score"]:
                 best = {"epoch": trainer.epoch, "score": score,
                         "network": {k: v.detach().cpu().clone()
@@ -266,6 +268,7 @@ class JobRunner:
                 "train_loss": round(loss, 5),
                 "losses": [round(v, 5) for v in trainer.history],
                 "val": val,
+                "val_mean_dice": val_dice,
                 "best_epoch": best["epoch"],
                 "estimate": estimate,
                 "eta_s": round(remaining * mean_epoch, 1),
@@ -324,6 +327,9 @@ class JobRunner:
         if "production" in metrics:
             gate = held_out_gate(metrics["candidate"], metrics["production"], config.promote_margin)
             evaluation["gate"] = gate.to_json()
+            evaluation["paired"] = paired_comparison(
+                metrics["candidate"], metrics["production"], evaluation["held_out_cases"]
+            )
         return evaluation
 
     def _auto_promote(self, job, version, config, log) -> tuple[bool, str]:

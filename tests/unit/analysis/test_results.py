@@ -46,3 +46,39 @@ def test_expired_results_are_gone(store):
         store.summary(result_id)
     assert store.purge_expired() == 1
     assert not (store.root / result_id).exists()
+
+
+def test_recent_lists_the_newest_live_results_with_headlines(store):
+    first = store.create("segment", {"model": {"name": "m", "version": "1"},
+                                     "labels": {"a": {"volume_ml": 1.0}}}, {})  # fmt: skip
+    second = store.create("thickness", {"ed": {"thickness_mm": {"median": 9.5}}}, {})
+    listed = store.recent()
+    assert [r["result_id"] for r in listed] == [second, first]
+    assert listed[0]["ed_median_mm"] == 9.5 and listed[1]["labels"] == {"a": {"volume_ml": 1.0}}
+    assert [r["result_id"] for r in store.recent(kind="segment")] == [first]
+    assert len(store.recent(limit=1)) == 1
+    store.retention = datetime.timedelta(seconds=-1)
+    assert store.recent() == []
+
+
+def test_the_image_of_a_result_and_an_honest_not_found(store):
+    with_image = store.create("segment", {}, {"image.nii.gz": lambda p: p.write_bytes(b"i")})
+    assert store.image(with_image).read_bytes() == b"i"
+    without = store.create("segment", {}, {})
+    with pytest.raises(NotFound, match="no stored image"):
+        store.image(without)
+
+
+def test_display_copy_is_int16_only_when_nothing_is_lost():
+    import numpy as np
+
+    from sitetune.analysis.results import display_copy
+    from sitetune.imaging.volume import Volume
+
+    hu = Volume(np.array([[[-1024.0, 0.0], [40.0, 3071.0]]], np.float32), np.eye(4))
+    assert display_copy(hu).array.dtype == np.int16
+    assert np.array_equal(display_copy(hu).array, hu.array)
+    fractional = Volume(np.array([[[0.5, 1.0]]], np.float32), np.eye(4))
+    assert display_copy(fractional).array.dtype == np.float32
+    wide = Volume(np.array([[[0.0, 70000.0]]], np.float32), np.eye(4))
+    assert display_copy(wide).array.dtype == np.float32
