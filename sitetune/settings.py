@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     oidc_audience: str | None = Field(None, description="required audience of the JWTs")
     oidc_roles_claim: str = Field("roles", description="claim listing sitetune roles")
     oidc_name_claim: str = Field("preferred_username", description="claim naming the person")
+    oidc_console_client_id: str | None = Field(
+        None, description="public OIDC client the console signs people in with (authorization "
+        "code + PKCE; with the two URLs below); unset: the console asks for a token"
+    )  # fmt: skip
+    oidc_authorization_url: str | None = Field(
+        None, description="the identity provider's authorization endpoint (its discovery "
+        "document's authorization_endpoint)"
+    )  # fmt: skip
+    oidc_token_url: str | None = Field(
+        None, description="its token endpoint (the console exchanges the code there)"
+    )
+    oidc_scope: str = Field("openid profile", description="scopes the console asks for")
     max_upload_bytes: int = Field(4 << 30, description="largest accepted upload (bytes)")
     tokens: str | None = Field(
         None,

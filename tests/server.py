@@ -104,6 +104,9 @@ destinations = ["orthanc-web"]
 
 OIDC_ISSUER = "https://idp.test.invalid/realms/hospital"
 OIDC_AUDIENCE = "sitetune"
+# The console's OIDC sign-in goes to a fake identity provider the browser tests start here.
+IDP_PORT = free_port()
+CONSOLE_CLIENT_ID = "sitetune-console"
 
 
 def oidc_key_set(folder: Path):
@@ -170,6 +173,9 @@ def server(tmp_path_factory) -> Server:
         SITETUNE_OIDC_ISSUER=OIDC_ISSUER,
         SITETUNE_OIDC_AUDIENCE=OIDC_AUDIENCE,
         SITETUNE_OIDC_JWKS_URL=jwks.as_uri(),
+        SITETUNE_OIDC_CONSOLE_CLIENT_ID=CONSOLE_CLIENT_ID,
+        SITETUNE_OIDC_AUTHORIZATION_URL=f"http://127.0.0.1:{IDP_PORT}/authorize",
+        SITETUNE_OIDC_TOKEN_URL=f"http://127.0.0.1:{IDP_PORT}/token",
         SITETUNE_DATA_DIR=str(root / "data"),
         SITETUNE_PORT=str(port),
         SITETUNE_WORKERS=str(WORKERS),

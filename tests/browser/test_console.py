@@ -64,7 +64,7 @@ def page(browser, server):
 
 def sign_in(page, role: str) -> None:
     page.get_by_test_id("token").fill(TOKENS[role])
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.get_by_test_id("who").get_by_text(role).wait_for()
 
 
@@ -114,7 +114,7 @@ def heart_nifti(tmp_path_factory) -> Path:
 
 def test_a_wrong_token_gets_a_clear_message_and_no_sections(page):
     page.get_by_test_id("token").fill("not-a-token")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     error = page.get_by_test_id("error")
     error.wait_for()
     assert "refused this token" in error.inner_text()
@@ -292,3 +292,35 @@ def test_the_console_page_is_static_and_locked_down(server):
         answer = httpx.get(f"{server.base_url}/console/{bad}")
         assert answer.status_code == 404, bad
         assert json.loads(answer.text)["error"]["code"] == "route_not_found"
+
+
+@pytest.fixture(scope="module")
+def idp(server):
+    from tests.browser.idp import FakeIdp
+    from tests.server import CONSOLE_CLIENT_ID, IDP_PORT
+
+    with FakeIdp(IDP_PORT, CONSOLE_CLIENT_ID, server.jwt) as provider:
+        yield provider
+
+
+def test_sign_in_through_the_identity_provider_with_pkce(page, server, idp):
+    config = json.loads(page.evaluate("fetch('/console/config').then(r => r.text())"))
+    assert config["oidc"]["client_id"] == "sitetune-console"
+    page.get_by_test_id("oidc-sign-in").click()
+    page.get_by_test_id("who").get_by_text("dr.console").wait_for()
+    assert "?code=" not in page.url  # the code is not left in the address bar or history
+    assert idp.exchanges[-1]["granted"] and idp.exchanges[-1]["form"]["code_verifier"]
+    page.get_by_test_id("models").wait_for()  # the JWT's roles: ops
+    assert_not_blank(screenshot(page, "oidc-signed-in"))
+
+
+def test_a_declined_or_forged_sign_in_is_explained(page, server, idp):
+    idp.refuse = True
+    try:
+        page.get_by_test_id("oidc-sign-in").click()
+        assert "the user declined" in page.get_by_test_id("error").inner_text()
+    finally:
+        idp.refuse = False
+    page.goto(f"{server.base_url}/console?code=stolen&state=guess")  # not started in this tab
+    assert "does not belong to a sign-in started" in page.get_by_test_id("error").inner_text()
+    assert page.locator("#nav a").count() == 0

@@ -4,6 +4,7 @@
 // roles may not see is neither linked nor fetched.
 import { ApiError, download, request, setToken, token, upload } from "./api.js";
 import { errorBox, fill, fmt, h, lineChart, lineage, stateBadge, table, when } from "./ui.js";
+import { beginLogin, finishLogin } from "./oidc.js";
 import { ResultViewer } from "./viewer.js";
 
 const view = document.getElementById("view");
@@ -11,6 +12,7 @@ const nav = document.getElementById("nav");
 const who = document.getElementById("who");
 let principal = null;
 let timers = [];
+let config = { oidc: null };  // GET /console/config: how to sign in
 
 const SECTIONS = [
   { path: "models", title: "Models", roles: ["ops"] },
@@ -43,15 +45,31 @@ function signInView(message) {
       await start();
     } },
   h("label", {}, "Token", input), h("button", { type: "submit" }, "Sign in"));
-  show(h("h1", {}, "Sign in"),
-    h("p", { class: "muted" }, "Paste the token an operator gave you (`sitetune tokens create`), or an ",
-      "access token from your identity provider where sitetune is configured for OIDC. It is kept ",
-      "in this tab only."),
-    message ? errorBox(message) : null, form);
+  const sso = config.oidc
+    ? h("div", { class: "card" }, h("button", { "data-testid": "oidc-sign-in",
+      onclick: () => beginLogin(config.oidc).catch((e) => show(errorBox(e))) },
+    `Sign in with ${new URL(config.oidc.issuer).host}`), h("span", { class: "muted" },
+      " your organisation's account; or paste a token below."))
+    : null;
+  show(h("h1", {}, "Sign in"), message ? errorBox(message) : null, sso,
+    h("p", { class: "muted" }, "Paste the token an operator gave you (`sitetune tokens create`)",
+      config.oidc ? " or an access token from your identity provider" : "", ". It is kept in this tab only."),
+    form);
   input.focus();
 }
 
 async function start() {
+  try {
+    config = await request("/console/config");
+  } catch {
+    config = { oidc: null };
+  }
+  try {
+    const issued = await finishLogin(config.oidc);
+    if (issued) setToken(issued);
+  } catch (error) {
+    return signInView(error);
+  }
   if (!token()) return signInView();
   try {
     principal = await request("/v1/whoami");
@@ -59,8 +77,8 @@ async function start() {
     setToken(null);
     principal = null;
     renderNav();
-    if (error.status === 401) {
-      return signInView(new ApiError(401, error.code,
+    if (error.status === 401 || error.status === 403) {
+      return signInView(new ApiError(error.status, error.code,
         `The service refused this token: ${error.message}`));
     }
     return signInView(error);
@@ -111,11 +129,16 @@ async function route() {
       return show(errorBox({ message: `Your roles (${principal.roles.join(", ")}) do not include this section.`,
         code: "forbidden" }));
     }
+    // each visit renders into its own container: a slower earlier view that finishes
+    // late writes into a detached one, never over the page the user went to
+    const container = h("div");
+    show(container);
+    const into = (...nodes) => fill(container, nodes);
     try {
-      await render(...match.slice(1).map(decodeURIComponent));
+      await render(into, ...match.slice(1).map(decodeURIComponent));
     } catch (error) {
-      show(errorBox(error));
-      if (error.status === 401) signInView(error);
+      if (container.isConnected) into(errorBox(error));
+      if (error.status === 401 && container.isConnected) signInView(error);
     }
     return;
   }
@@ -125,7 +148,7 @@ async function route() {
 window.addEventListener("hashchange", route);
 
 // ---------------------------------------------------------------- models
-async function modelsView() {
+async function modelsView(show) {
   const { models } = await request("/v1/models");
   show(h("h1", {}, "Models"), table([
     { title: "model", value: (m) => h("a", { href: `#/models/${m.name}` }, m.name) },
@@ -142,7 +165,7 @@ function metricsSummary(card) {
   return dice ? `${dice[0]} ${fmt(dice[1])}` : "—";
 }
 
-async function modelView(name) {
+async function modelView(show, name) {
   const model = await request(`/v1/models/${encodeURIComponent(name)}`);
   const production = model.aliases.production;
   const reason = h("input", { type: "text", placeholder: "reason", "data-testid": "rollback-reason" });
@@ -151,7 +174,7 @@ async function modelView(name) {
     event.preventDefault();
     try {
       await request(`/v1/models/${name}/rollback`, { method: "POST", json: { reason: reason.value } });
-      await modelView(name);
+      await modelView(show, name);
     } catch (error) {
       fill(status, errorBox(error));
     }
@@ -188,7 +211,7 @@ function diffCell(value) {
     `${value > 0 ? "+" : ""}${value.toFixed(4)}`);
 }
 
-async function promoteView(name, versionText) {
+async function promoteView(show, name, versionText) {
   const version = Number(versionText);
   const model = await request(`/v1/models/${encodeURIComponent(name)}`);
   const entry = model.versions.find((v) => v.version === version);
@@ -264,7 +287,7 @@ async function promoteView(name, versionText) {
     try {
       await request(`/v1/models/${name}/promote`, { method: "POST",
         json: { version, reason: reason.value, force } });
-      await promoteView(name, versionText);
+      await promoteView(show, name, versionText);
     } catch (error) {
       fill(status, errorBox(error));
       if (error.status === 409 && !force) status.append(forceBox(promote));
@@ -289,7 +312,7 @@ function forceBox(promote) {
 }
 
 // ---------------------------------------------------------------- jobs
-async function jobsView() {
+async function jobsView(show) {
   const [{ jobs }, { models }] = await Promise.all([request("/v1/jobs"), request("/v1/models")]);
   const list = h("div");
   const render = (items) => fill(list, table([
@@ -354,7 +377,7 @@ function submitForm(models) {
   return form;
 }
 
-async function jobView(id) {
+async function jobView(show, id) {
   const state = h("span");
   const summary = h("div", { class: "card" });
   const charts = h("div", { class: "grid" });
@@ -416,7 +439,7 @@ async function jobView(id) {
 }
 
 // ---------------------------------------------------------------- results
-async function resultsView() {
+async function resultsView(show) {
   const { results } = await request("/v1/results");
   const file = h("input", { type: "file", name: "file", accept: ".nii,.gz,.zip", required: true, "data-testid": "analyse-file" });
   const task = h("select", { "data-testid": "analyse-task" },
@@ -468,7 +491,7 @@ async function blobImage(path, attrs) {
   return img;
 }
 
-async function resultView(id) {
+async function resultView(show, id) {
   const r = await request(`/v1/results/${id}`);
   const outputs = r.outputs || {};
   const parts = [h("h1", {}, `Result ${id.slice(0, 8)}`),
@@ -575,7 +598,7 @@ function measurements(r) {
 }
 
 // ---------------------------------------------------------------- PACS and audit
-async function pacsView() {
+async function pacsView(show) {
   const [series, analyses, deliveries] = await Promise.all([
     request("/v1/pacs/series"), request("/v1/pacs/analyses"), request("/v1/pacs/deliveries")]);
   const status = h("div");
@@ -591,7 +614,7 @@ async function pacsView() {
         onclick: async () => {
           try {
             await request(`/v1/pacs/deliveries/${d.id}/retry`, { method: "POST" });
-            await pacsView();
+            await pacsView(show);
           } catch (error) { fill(status, errorBox(error)); }
         } }, "Retry now") : "") },
     ], deliveries.deliveries, { "data-testid": "deliveries" }),
@@ -613,7 +636,7 @@ async function pacsView() {
     ], series.series, { "data-testid": "series" }));
 }
 
-async function auditView() {
+async function auditView(show) {
   const { entries } = await request("/v1/audit");
   show(h("h1", {}, "Audit log"), table([
     { title: "when", value: (e) => when(e.at) },
