@@ -40,6 +40,10 @@ def submit_job(
     budget: Annotated[str | None, Form()] = None,
     time_limit_s: Annotated[float | None, Form()] = None,
     patience: Annotated[int | None, Form()] = None,
+    augment: Annotated[str | None, Form()] = None,
+    foreground_fraction: Annotated[float | None, Form()] = None,
+    warmup_fraction: Annotated[float | None, Form()] = None,
+    layerwise_lr_decay: Annotated[float | None, Form()] = None,
 ) -> dict:
     """Queue a fine-tune job of ``base`` on a site dataset (MSD zip); 202 with the job."""
     app = state(request)
@@ -57,6 +61,10 @@ def submit_job(
         "budget": budget,
         "time_limit_s": time_limit_s,
         "patience": patience,
+        "augment": augment,
+        "foreground_fraction": foreground_fraction,
+        "warmup_fraction": warmup_fraction,
+        "layerwise_lr_decay": layerwise_lr_decay,
     }
     job_request = submission.check_job_request(app.registry, base, options)
     settings = app.settings

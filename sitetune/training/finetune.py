@@ -10,6 +10,14 @@ Strategies (what is trained, starting from what):
 
 Fine-tuning uses a smaller learning rate (1e-4) than training from scratch (1e-3): the
 default depends on the strategy unless one is given.
+
+The recipe for site shift (all fields of `FineTuneConfig`, stored with the job and in the
+new card): augmentation that mimics another site's scanners and protocols (``augment``,
+`sitetune.training.augment`), a share of patches centred on foreground voxels
+(``foreground_fraction``: lesion-positive patches), a linear learning-rate warm-up over
+the first ``warmup_fraction`` of the iterations before the per-epoch decay, and optional
+layer-wise learning rates (``layerwise_lr_decay`` below 1: encoder levels scaled down,
+decoder at the full rate; `sitetune.training.layers.parameter_groups`).
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from sitetune.errors import InvalidInput
 from sitetune.imaging.load import load_volume
 from sitetune.models.card import ModelCard
 from sitetune.models.preprocess import labels_to_network_grid, to_network_grid
+from sitetune.training.augment import Augment, AugmentSpec
 from sitetune.training.datasets import SiteCase, SiteDataset
+from sitetune.training.layers import unet_parts
 from sitetune.training.loop import TrainConfig, TrainingCase
 
 FINE_TUNE_LR = 1e-4
@@ -62,6 +72,10 @@ class FineTuneConfig(BaseModel):
     learning_rate: float | None = Field(None, gt=0, le=1)  # None: by strategy
     lr_decay: float = Field(0.97, gt=0, le=1)
     batch_size: int = Field(2, ge=1, le=64)
+    augment: Augment = Augment.SITE_SHIFT  # none | light | site_shift
+    foreground_fraction: float = Field(0.67, ge=0, le=1)  # patches centred on foreground
+    warmup_fraction: float = Field(0.05, ge=0, le=0.5)  # iterations of linear LR warm-up
+    layerwise_lr_decay: float = Field(1.0, gt=0, le=1)  # 1: off; <1: encoder LR scaled down
     val_fraction: float = Field(0.3, gt=0, lt=1)
     val_cases: list[str] | None = None
     seed: int = 0
@@ -93,6 +107,10 @@ class FineTuneConfig(BaseModel):
             lr_decay=self.lr_decay,
             batch_size=self.batch_size,
             patch_size=tuple(card.patch_size),
+            foreground_fraction=self.foreground_fraction,
+            warmup_fraction=self.warmup_fraction,
+            layerwise_lr_decay=self.layerwise_lr_decay,
+            augment=AugmentSpec.for_card(card, self.augment),
             seed=self.seed,
         )
 
@@ -134,28 +152,6 @@ def training_cases(cases: list[SiteCase], card: ModelCard) -> list[TrainingCase]
             grid_labels = labels_to_network_grid(labels.phase(t).array, labels.affine, card)
             out.append(TrainingCase(tensor, grid_labels))
     return out
-
-
-def unet_parts(network: torch.nn.Module) -> tuple[list, list]:
-    """``(encoder blocks, decoder blocks)`` of a MONAI UNet, top level first; the
-    bottleneck counts as encoder and ``decoder[0]`` is the block producing the classes."""
-    from monai.networks.layers import SkipConnection
-
-    level = getattr(network, "model", None)
-    encoder, decoder = [], []
-    while isinstance(level, torch.nn.Sequential) and len(level) == 3:
-        if not isinstance(level[1], SkipConnection):
-            break
-        encoder.append(level[0])
-        decoder.append(level[2])
-        level = level[1].submodule
-    if not decoder:
-        raise InvalidInput(
-            "strategies 'decoder' and 'head' need a UNet base model; use 'all' or 'scratch'",
-            code="strategy_unsupported",
-        )
-    encoder.append(level)
-    return encoder, decoder
 
 
 def apply_strategy(network: torch.nn.Module, strategy: Strategy, seed: int) -> dict:

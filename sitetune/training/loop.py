@@ -1,10 +1,14 @@
 """The supervised training loop shared by base-model training and site fine-tuning.
 
 Patches are drawn from preprocessed cases held in memory (network grid), a fraction
-of them centred on foreground voxels; MONAI's Dice + cross-entropy loss; Adam with
-exponential learning-rate decay per epoch; deterministic given the seed (CPU). On a
-GPU the forward pass runs under bf16 autocast (mixed precision; bf16 needs no loss
-scaling).
+of them centred on foreground voxels (as MONAI's ``RandCropByPosNegLabeld`` does: the
+centre is a random foreground voxel, the crop kept inside the volume), then augmented
+(`sitetune.training.augment`, seeded per patch from the run's random state); MONAI's
+Dice + cross-entropy loss; Adam, optionally with layer-wise learning rates
+(`sitetune.training.layers.parameter_groups`), a linear warm-up over the first
+iterations and exponential learning-rate decay per epoch (`learning_rate_factor`);
+deterministic given the seed (CPU). On a GPU the forward pass runs under bf16 autocast
+(mixed precision; bf16 needs no loss scaling) and patches are augmented on the GPU.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sitetune.training.augment import AugmentSpec, apply_augmentation, augmentation
+from sitetune.training.layers import parameter_groups
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +38,57 @@ class TrainConfig:
     lr_decay: float = 0.97  # multiplied into the learning rate after every epoch
     batch_size: int = 2
     patch_size: tuple[int, int, int] = (64, 64, 64)
-    foreground_fraction: float = 0.67
+    foreground_fraction: float = 0.67  # share of patches centred on a foreground voxel
+    warmup_fraction: float = 0.0  # share of all iterations with a linear LR warm-up
+    layerwise_lr_decay: float = 1.0  # 1: one learning rate; <1: `parameter_groups`
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # none by default
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ValueError(
+                f"foreground_fraction must be in [0, 1]; got {self.foreground_fraction}"
+            )
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction}")
+        if not 0 < self.layerwise_lr_decay <= 1:
+            raise ValueError(f"layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}")
+
+    @property
+    def warmup_iterations(self) -> int:
+        """Iterations of linear warm-up: ``warmup_fraction`` of all, at least one if any."""
+        if self.warmup_fraction == 0:
+            return 0
+        return max(1, round(self.warmup_fraction * self.epochs * self.iterations_per_epoch))
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["augment"]["strength"] = self.augment.strength.value
+        return out
+
+
+def learning_rate_factor(iteration: int, config: TrainConfig) -> float:
+    """The multiplier of the learning rate at training step ``iteration`` (0-based, over
+    the whole run): ``(iteration + 1) / warmup_iterations`` during the warm-up, times
+    ``lr_decay ** epoch`` (the epoch the step belongs to)."""
+    factor = config.lr_decay ** (iteration // config.iterations_per_epoch)
+    warmup = config.warmup_iterations
+    if iteration < warmup:
+        factor *= (iteration + 1) / warmup
+    return factor
+
+
+def optimiser_and_schedule(
+    network: torch.nn.Module, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam over ``network``'s trainable parameters (layer-wise groups per the config) and
+    the per-iteration schedule `learning_rate_factor`."""
+    groups = parameter_groups(network, config.learning_rate, config.layerwise_lr_decay)
+    optimiser = torch.optim.Adam(groups, lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda iteration: learning_rate_factor(iteration, config)
+    )
+    return optimiser, schedule
 
 
 @dataclass
@@ -90,14 +143,14 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.network, self.config = network, config
-        self.cases = [_pad_to(c, config.patch_size) for c in cases]
+        self.crop = config.augment.crop_size(config.patch_size)  # sampled around a patch
+        self.cases = [_pad_to(c, self.crop) for c in cases]
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-        trainable = [p for p in network.parameters() if p.requires_grad]
-        self.optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
-        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimiser, config.lr_decay)
+        self.optimiser, self.schedule = optimiser_and_schedule(network, config)
         self.history: list[float] = []
         self.device = next(network.parameters()).device
         self.autocast = self.device.type == "cuda"
+        self.augment = augmentation(config.augment, config.patch_size, self.device)
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images, labels = images.to(self.device), labels.to(self.device)
@@ -110,34 +163,38 @@ class Trainer:
         """Epochs completed."""
         return len(self.history)
 
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training patch, image ``(1, *patch)`` and labels ``(1, *patch)`` (on the
+        training device when augmented), drawn from the run's random state."""
+        rng = self.rng
+        case = self.cases[rng.integers(len(self.cases))]
+        foreground = rng.uniform() < self.config.foreground_fraction
+        image, labels = sample_patch(case, self.crop, rng, foreground)
+        if self.augment is None:
+            return image, labels
+        seed = int(rng.integers(2**32))
+        return apply_augmentation(self.augment, image.to(self.device), labels.to(self.device), seed)
+
     def run_epoch(self, should_stop: Callable[[], bool] | None = None) -> float | None:
         """Train one epoch; its mean loss, or None when ``should_stop()`` said stop."""
-        config, rng = self.config, self.rng
+        config = self.config
         losses = []
         self.network.train()
         try:
             for _ in range(config.iterations_per_epoch):
                 if should_stop is not None and should_stop():
                     return None
-                batch = [
-                    sample_patch(
-                        self.cases[rng.integers(len(self.cases))],
-                        config.patch_size,
-                        rng,
-                        rng.uniform() < config.foreground_fraction,
-                    )
-                    for _ in range(config.batch_size)
-                ]
+                batch = [self.sample() for _ in range(config.batch_size)]
                 images = torch.stack([b[0] for b in batch])
                 labels = torch.stack([b[1] for b in batch])
                 self.optimiser.zero_grad(set_to_none=True)
                 loss = self._loss(images, labels)
                 loss.backward()
                 self.optimiser.step()
+                self.schedule.step()  # per iteration: warm-up, then per-epoch decay
                 losses.append(loss.item())
         finally:
             self.network.eval()
-        self.schedule.step()
         self.history.append(float(np.mean(losses)))
         return self.history[-1]
 

@@ -42,7 +42,7 @@ from sitetune.training.finetune import (
     training_cases,
 )
 from sitetune.training.jobs import Job, JobState, JobStore
-from sitetune.training.loop import Trainer, validation_patches
+from sitetune.training.loop import Trainer, optimiser_and_schedule, validation_patches
 from sitetune.training.promotion import decide_promotion, held_out_gate
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ def _seconds_per_iteration(trainer: Trainer, iterations: int = 2) -> float:
     training is exactly what it would be without the probe."""
     probe = copy.copy(trainer)  # shares the cases (they may be large), copies the rest
     probe.network = copy.deepcopy(trainer.network)
-    trainable = [p for p in probe.network.parameters() if p.requires_grad]
-    probe.optimiser = torch.optim.Adam(trainable, lr=trainer.config.learning_rate)
-    probe.schedule = torch.optim.lr_scheduler.ExponentialLR(probe.optimiser, 1.0)
+    probe.optimiser, probe.schedule = optimiser_and_schedule(probe.network, trainer.config)
     probe.rng, probe.history = copy.deepcopy(trainer.rng), list(trainer.history)
     probe.config = dataclasses.replace(probe.config, iterations_per_epoch=1)
     devices = [trainer.device] if trainer.device.type == "cuda" else []

@@ -1,14 +1,16 @@
-"""Fine-tune configuration, the held-out split and the strategies."""
+"""Fine-tune configuration (with the site-shift recipe), the held-out split and the strategies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from sitetune.errors import InvalidInput
 from sitetune.models.builtin import load_builtin
+from sitetune.training.augment import Augment, AugmentSpec
 from sitetune.training.datasets import SiteCase, SiteDataset
 from sitetune.training.finetune import (
     FineTuneConfig,
@@ -17,6 +19,7 @@ from sitetune.training.finetune import (
     split_cases,
     unet_parts,
 )
+from sitetune.training.loop import Trainer, TrainingCase
 
 
 def _dataset(n: int) -> SiteDataset:
@@ -96,3 +99,65 @@ def test_a_budget_presets_the_training_length_and_explicit_values_win():
     assert stored == quick, "a stored job config reads back the same"
     with pytest.raises(ValueError):
         FineTuneConfig(budget="forever")
+
+
+def test_the_site_shift_recipe_is_typed_with_defaults_and_carried_into_training():
+    defaults = FineTuneConfig()
+    assert defaults.augment is Augment.SITE_SHIFT and defaults.foreground_fraction == 0.67
+    assert defaults.warmup_fraction == 0.05 and defaults.layerwise_lr_decay == 1.0  # off
+    card, _ = load_builtin("lv-ct")
+    config = FineTuneConfig(
+        augment="light", foreground_fraction=0.5, warmup_fraction=0.1, layerwise_lr_decay=0.8
+    )
+    train = config.train_config(card)
+    assert train.augment == AugmentSpec(Augment.LIGHT, (), "window")  # no flip for the heart
+    assert (train.foreground_fraction, train.warmup_fraction) == (0.5, 0.1)
+    assert train.layerwise_lr_decay == 0.8
+    stored = config.model_dump(mode="json")  # as the job row and the new card keep it
+    assert stored["augment"] == "light" and FineTuneConfig.model_validate(stored) == config
+    brain, _ = load_builtin("flair-lesion")
+    assert FineTuneConfig().train_config(brain).augment.flip_axes == (0,)
+    for bad in ({"augment": "heavy"}, {"foreground_fraction": 1.5}, {"warmup_fraction": 0.9},
+                {"layerwise_lr_decay": 0}):  # fmt: skip
+        with pytest.raises(ValueError):
+            FineTuneConfig(**bad)
+
+
+def _tiny_cases(values: tuple[int, ...]) -> list[TrainingCase]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(2):
+        labels = np.zeros((20, 20, 18), np.uint8)
+        for k, value in enumerate(values):
+            labels[6 + 2 * k : 14 - 2 * k, 5:13, 4:12] = value
+        image = labels + rng.normal(0, 0.3, labels.shape)
+        out.append(TrainingCase(torch.from_numpy(image.astype(np.float32))[None], labels))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("family", "augment", "layerwise"),
+    [
+        ("flair-lesion", "none", 1.0),
+        ("flair-lesion", "light", 1.0),
+        ("flair-lesion", "site_shift", 0.7),
+        ("lv-ct", "site_shift", 1.0),
+    ],
+)
+def test_a_tiny_fine_tune_runs_with_each_augment_setting(family, augment, layerwise):
+    card, network = load_builtin(family)
+    card = card.model_copy(update={"patch_size": (16, 16, 16)})
+    config = FineTuneConfig(
+        augment=augment,
+        epochs=1,
+        iterations_per_epoch=2,
+        batch_size=1,
+        layerwise_lr_decay=layerwise,
+    )
+    apply_strategy(network, config.strategy, config.seed)
+    values = tuple(card.label_names)
+    trainer = Trainer(network, _tiny_cases(values), config.train_config(card))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    loss = trainer.run_epoch()
+    assert loss is not None and np.isfinite(loss)
+    assert any(not torch.equal(before[k], v) for k, v in network.state_dict().items())

@@ -77,6 +77,8 @@ def test_a_valid_submission_queues_the_job_with_its_dataset(stores, tmp_path):
     assert job.config["epochs"] == 3 and job.config["val_cases"] == ["c1"]
     assert job.config["seed"] == 0 and job.config["strategy"] == "decoder"  # None: default
     assert job.config["learning_rate"] == 1e-4  # the fine-tuning default, filled in
+    assert job.config["augment"] == "site_shift" and job.config["warmup_fraction"] == 0.05
+    assert job.config["layerwise_lr_decay"] == 1.0 and job.config["foreground_fraction"] == 0.67
     dataset = store.folder(job.id) / "dataset"
     assert (dataset / "dataset.json").is_file() and len(list(dataset.glob("labelsTr/*"))) == 3
     reference = open_site_dataset(archive, tmp_path / "again", request.base.card)
@@ -89,6 +91,8 @@ def test_a_valid_submission_queues_the_job_with_its_dataset(stores, tmp_path):
     [
         ("lv-ct", {"strategy": "everything"}, InvalidInput, "invalid_job", "strategy"),
         ("lv-ct", {"epochs": 0, "val_fraction": 1.5}, InvalidInput, "invalid_job", "val_fraction"),
+        ("lv-ct", {"augment": "heavy"}, InvalidInput, "invalid_job", "augment"),
+        ("lv-ct", {"warmup_fraction": 0.9}, InvalidInput, "invalid_job", "warmup_fraction"),
         ("", {}, InvalidInput, "missing_base", "'base'"),
         ("no-such-model", {}, NotFound, "model_not_found", "no-such-model"),
         ("lv-ct:7", {}, NotFound, "version_not_found", "no version 7"),
@@ -103,6 +107,14 @@ def test_bad_options_or_base_are_refused_before_the_dataset(
     assert raised.value.code == code and words in raised.value.message
     assert raised.value.status == (404 if error is NotFound else 422)
     assert _nothing_left(store)
+
+
+def test_the_site_shift_recipe_options_are_taken(stores):
+    _, registry = stores
+    options = {"augment": "light", "foreground_fraction": 0.9, "warmup_fraction": 0.1,
+               "layerwise_lr_decay": 0.5}  # fmt: skip
+    config = check_job_request(registry, "lv-ct", options).config.model_dump(mode="json")
+    assert {k: config[k] for k in options} == options
 
 
 def test_invalid_job_lists_every_bad_option(stores):
