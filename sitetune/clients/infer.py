@@ -237,14 +237,15 @@ def zip_folder(folder: Path, out: Path) -> Path:
 def plan_outputs(outputs: dict[str, Output]) -> tuple[list[Planned], dict[str, str]]:
     """The files to fetch for a result's ``outputs``, and the outputs skipped with why.
 
-    ``summary`` is the answer itself (written as ``result.json``, not fetched). A file is
+    ``summary`` is the answer itself (written as ``result.json``, not fetched) and
+    ``image`` the caller's own input (kept by the service for its viewer). A file is
     named by its URL's last part when that has an extension (``bullseye.svg``), else by
     the output and its media type (``mask.nii.gz``); a SEG with several ``phases`` is one
     file per phase (``seg-ed.dcm``, ``seg-phase-1.dcm``).
     """
     planned, skipped = [], {}
     for name, output in outputs.items():
-        if name == "summary":
+        if name in ("summary", "image"):
             continue
         if not output.available:
             skipped[name] = output.reason or "not available"

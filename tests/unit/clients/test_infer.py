@@ -199,6 +199,8 @@ def test_outputs_are_planned_from_the_answer():
     outputs = {
         "summary": Output(available=True, url="/v1/results/r/", media_type="application/json"),
         "mask": Output(available=True, url="/v1/results/r/mask", media_type="application/gzip"),
+        # the caller's own input, kept for the console's viewer: not downloaded again
+        "image": Output(available=True, url="/v1/results/r/image", media_type="application/gzip"),
         "thickness": Output(
             available=True, url="/v1/results/r/thickness", media_type="application/gzip"
         ),
