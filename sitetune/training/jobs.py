@@ -217,9 +217,12 @@ class JobStore:
         return None if job_id is None else self.get(job_id)
 
     def heartbeat(self, job_id: str, worker: str, progress: dict | None = None) -> bool:
-        """Record that ``worker`` is alive (and its progress); True when cancel was asked."""
+        """Record that ``worker`` is alive (and its progress); True when it must stop:
+        cancel was asked, or the job is no longer its own (another worker took it over
+        after this one stalled past the lease)."""
         values = None if progress is None else {"progress": json.dumps(progress)}
-        self.queue.heartbeat(job_id, worker, values)
+        if not self.queue.heartbeat(job_id, worker, values):
+            return True
         with Session(self.engine) as s:
             return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 

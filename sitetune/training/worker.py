@@ -64,13 +64,18 @@ class _Heartbeat(threading.Thread):
     def __init__(self, store: JobStore, job_id: str, worker: str) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
         self.store, self.job_id, self.worker = store, job_id, worker
-        self.cancelled = threading.Event()
+        self.cancelled = threading.Event()  # stop: cancel asked, or the job taken over
         self.done = threading.Event()
         self.progress: dict | None = None
 
     def beat(self) -> None:
         if self.store.heartbeat(self.job_id, self.worker, self.progress):
             self.cancelled.set()
+
+    def still_held(self) -> bool:
+        """Beat now: whether this worker may still act for the job (register a version)."""
+        self.beat()
+        return not self.cancelled.is_set()
 
     def run(self) -> None:
         while not self.done.wait(HEARTBEAT_SECONDS):
@@ -125,7 +130,11 @@ class JobRunner:
             result = self._run(job, folder, heartbeat, job_logger)
             state, error = JobState.SUCCEEDED, None
         except Cancelled:
-            job_logger.info("cancelled; nothing registered")
+            if self.store.get(job.id).worker != self.worker:
+                job_logger.info("taken over by %s after a stall; stopped, nothing registered",
+                                self.store.get(job.id).worker)  # fmt: skip
+            else:
+                job_logger.info("cancelled; nothing registered")
             result, state, error = None, JobState.CANCELLED, None
         except SitetuneError as exc:
             job_logger.error("failed: %s", exc.message)
@@ -180,7 +189,7 @@ class JobRunner:
         evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat, refs)
         log.info("evaluation: %s", json.dumps(evaluation))
         heartbeat.progress = {**heartbeat.progress, "stage": "registering"}
-        if heartbeat.cancelled.is_set():
+        if not heartbeat.still_held():  # a job taken over registers nothing here
             raise Cancelled
         version = self._register(
             job, card, base.ref, dataset.fingerprint, config, strategy, history, evaluation,

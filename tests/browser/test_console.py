@@ -148,6 +148,14 @@ def test_a_clinical_token_sees_results_only(page, server):
     assert "do not include this section" in page.get_by_test_id("error").inner_text()
 
 
+def test_a_pacs_token_sees_the_pacs_tables_only(page):
+    sign_in(page, "pacs")
+    assert page.locator("#nav a").all_inner_texts() == ["PACS"]
+    for table in ("deliveries", "analyses", "series"):
+        page.get_by_test_id(table).wait_for()
+    assert page.get_by_role("button", name="Retry now").count() == 0  # retry is for ops
+
+
 def test_submit_a_job_watch_it_finish_and_promote_it(page, server, site_zip):
     with server.client("ops") as ops:
         production_before = ops.get("/v1/models/lv-ct").json()["aliases"]["production"]

@@ -78,8 +78,9 @@ def test_thickness_of_a_dicom_folder_writes_json_segs_and_sr(
                 "thickness.nii.gz"}  # fmt: skip
     assert expected <= files  # and what else the service lists (a bullseye, ...)
     result = json.loads((out / "result.json").read_text())
-    available = [k for k, v in result["outputs"].items() if v["available"] and k != "summary"]
-    assert len(files) == len(available) + 2  # result.json; two SEGs
+    fetched = {k for k, v in result["outputs"].items() if v["available"]} - {"summary", "image"}
+    assert len(files) == len(fetched) + 2  # result.json; two SEGs (image: the caller's input)
+    assert "image.nii.gz" not in files
     assert result["outputs"]["seg"]["phases"] == ["ed", "es"]
     assert result["ed"]["thickness_mm"]["median"] > 0
     source_uids = {pydicom.dcmread(p).SeriesInstanceUID for p in folder.iterdir()}

@@ -54,6 +54,8 @@ def test_nifti_in_json_and_mask_on_the_input_grid(server, oblique_case, nifti_up
         mask_response = client.get(f"/v1/results/{body['result_id']}/mask")
         assert mask_response.status_code == 200
         assert mask_response.headers["content-type"] == "application/gzip"
+        image = client.get(f"/v1/results/{body['result_id']}/image")  # the upload, as it came
+        assert image.status_code == 200 and image.content == nifti_upload.read_bytes()
     mask = nib.Nifti1Image.from_bytes(gzip.decompress(mask_response.content))
     assert mask.shape == oblique_case.image.shape
     np.testing.assert_allclose(mask.affine, oblique_case.image.affine, atol=1e-4)
@@ -88,6 +90,15 @@ def test_dicom_zip_in_gives_a_valid_seg(server, oblique_case, tmp_path):
         assert body["model"]["name"] == "lv-ct" and body["input"]["format"] == "dicom"
         seg = client.get(f"/v1/results/{body['result_id']}/seg")
         assert seg.status_code == 200 and seg.headers["content-type"] == "application/dicom"
+        image = client.get(f"/v1/results/{body['result_id']}/image")
+        mask = client.get(f"/v1/results/{body['result_id']}/mask")
+    # the viewer's image: the decoded series on the mask's grid, in HU, stored as int16
+    shown = nib.Nifti1Image.from_bytes(gzip.decompress(image.content))
+    labels = nib.Nifti1Image.from_bytes(gzip.decompress(mask.content))
+    assert shown.shape == labels.shape == oblique_case.image.shape
+    np.testing.assert_allclose(shown.affine, labels.affine, atol=1e-4)
+    assert shown.get_data_dtype() == np.int16
+    np.testing.assert_allclose(np.asarray(shown.dataobj), oblique_case.image.array, atol=1)
     (tmp_path / "seg.dcm").write_bytes(seg.content)
     assert dciodvfy_errors(tmp_path / "seg.dcm") == []
 

@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from sitetune.db import connect
 from sitetune.errors import Conflict, NotFound
-from sitetune.training.jobs import MAX_ATTEMPTS, JobState, JobStore
+from sitetune.training.jobs import MAX_ATTEMPTS, JobRow, JobState, JobStore
 
 HOUR = datetime.timedelta(hours=1)
 
@@ -105,4 +107,19 @@ def test_finish_needs_the_claiming_worker(store):
     (job_id,) = _submit(store)
     store.claim("host:1", "host/cpu")
     store.finish(job_id, "host:2", JobState.SUCCEEDED)  # not its job: no effect
+    assert store.get(job_id).state is JobState.RUNNING
+
+
+def test_a_worker_whose_job_was_taken_over_is_told_to_stop(store):
+    from sitetune.training.worker import _Heartbeat
+
+    (job_id,) = _submit(store)
+    store.claim("host:1", "host/cpu")
+    beat = _Heartbeat(store, job_id, "host:1")
+    assert beat.still_held()
+    with Session(store.engine) as s, s.begin():  # host:1 stalled past the lease; host:2 took it
+        s.execute(update(JobRow).where(JobRow.id == job_id).values(worker="host:2"))
+    assert store.heartbeat(job_id, "host:1") is True
+    assert not beat.still_held()  # so the stalled worker registers nothing
+    assert store.heartbeat(job_id, "host:2") is False  # the new owner goes on
     assert store.get(job_id).state is JobState.RUNNING
