@@ -1,7 +1,7 @@
 """Wall thickness from predicted masks against ground truth, on site-B cardiac 4D phantoms.
 
-    .venv/bin/python bench/thickness_agreement.py [--cases 10] [--phases 5]
-        [--out bench/results/thickness_agreement.json]
+    .venv/bin/python bench/thickness_agreement.py [--cases 10] [--phases 5] [--site B]
+        [--fine-tune 5] [--out bench/results/thickness_agreement.json]
 
 Each case is a site-B ``lv-ct`` phantom with ``--phases`` frames (ES at 40 % of R-R). The
 built-in ``lv-ct`` production model (ONNX Runtime, CPU) segments every frame; ED/ES are
@@ -10,7 +10,11 @@ chosen and thickness is measured by the same code as ``POST /v1/thickness``
 for median, p95 and max thickness at ED and at ES, Pearson r, bias and mean absolute
 difference (``thickness_agreement``, which the fine-tune evaluation reuses), how often
 ED/ES were picked right, and per-case rows; per AHA segment (and pooled), Pearson r and bias
-of the segment medians at ED and ES; and case 0's ED bullseye (``--bullseye``, PNG).
+of the segment medians at ED and ES; the mean ratio of predicted to true ED myocardium
+volume; and case 0's ED bullseye (``--bullseye``, PNG). With ``--fine-tune N`` (default 5)
+the same is measured again (``fine_tuned``) for the model a site would run after its own
+fine-tune: the base fine-tuned on N labelled cases of the same site (ED/ES labels, the
+job's default recipe at the ``standard`` budget), other seeds than the measured cases.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ import numpy as np
 
 from sitetune.analysis.bullseye import draw_bullseye
 from sitetune.imaging.phantoms.cardiac import cardiac_phantom
+from sitetune.imaging.phantoms.dataset import DatasetSpec, write_msd_dataset
 from sitetune.measure.ventricle import measure_ventricle, thickness_agreement
 from sitetune.models.builtin import load_builtin
 from sitetune.models.engines import OrtEngine
 from sitetune.models.export import export_onnx
 from sitetune.models.inference import segment
+from sitetune.training.datasets import validate_site_dataset
+from sitetune.training.finetune import FineTuneConfig, apply_strategy, training_cases
+from sitetune.training.loop import Trainer
 
 FIRST_SEED = 900_000  # away from the seeds the base model was trained and evaluated on
+TRAIN_SEED = 910_000  # the site's own labelled cases for the fine-tuned arm (not measured)
 
 
 def segment_agreement(rows: list[dict]) -> dict:
@@ -60,59 +69,99 @@ def segment_agreement(rows: list[dict]) -> dict:
     return out
 
 
+def fine_tuned(card, network, site: str, cases: int, work: Path):
+    """The base network after what a site's fine-tune job does to it: ``cases`` labelled
+    (ED/ES) cases of ``site``, the job's default recipe at the ``standard`` budget."""
+    spec = DatasetSpec("lv-ct", site, cases=cases, phases=5, label_phases="ed_es",
+                       seed=TRAIN_SEED)  # fmt: skip
+    dataset = validate_site_dataset(write_msd_dataset(spec, work / "site", workers=2), card)
+    config = FineTuneConfig(budget="standard", seed=0)
+    apply_strategy(network, config.strategy, config.seed)
+    trainer = Trainer(network, training_cases(dataset.cases, card), config.train_config(card))
+    started = time.perf_counter()
+    while trainer.epoch < config.epochs:
+        trainer.run_epoch()
+    info = {"cases": cases, "site": site, "label_phases": "ed_es",
+            "config": config.model_dump(mode="json"),
+            "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return network.eval(), info
+
+
+def measure_model(card, network, args, tmp: Path, name: str, bullseye: str | None) -> dict:
+    """Agreement of ``network``'s masks with the truth on the bench's cases."""
+    predicted, reference, rows = [], [], []
+    export_onnx(network, card, tmp / f"{name}.onnx", check_batches=1)
+    engine = OrtEngine(tmp / f"{name}.onnx", providers=["CPUExecutionProvider"])
+    for case_index in range(args.cases):
+        started = time.perf_counter()
+        case = cardiac_phantom(FIRST_SEED + case_index, args.site, phases=args.phases)
+        labels = segment(case.image, card, engine).labels
+        ours = measure_ventricle(labels, case.image.affine, case.image.phases)
+        truth = measure_ventricle(case.labels.array, case.labels.affine, case.labels.phases)
+        predicted.append(ours)
+        reference.append(truth)
+        row = {"case": case_index, "true_ed_es": [case.ed_phase, case.es_phase]}
+        for who, report in (("predicted", ours), ("truth", truth)):
+            body = report.to_json()
+            row[who] = {
+                role: {"index": body[role]["index"], **body[role]["thickness_mm"]}
+                for role in ("ed", "es")
+            }
+            for role in ("ed", "es"):
+                row[who][role]["segment_medians"] = [
+                    (s[role] or {}).get("median") for s in report.segments_json() or []
+                ]
+        volumes = [(report.to_json()["ed"]["volumes_ml"]["myocardium"]) for report in (ours, truth)]
+        row["ed_myocardium_volume_ratio"] = round(volumes[0] / volumes[1], 4)
+        if case_index == 0 and bullseye:  # the README's picture: case 0's ED, predicted mask
+            medians = {s["id"]: (s["ed"] or {}).get("median") for s in ours.segments_json()}
+            picture, _ = draw_bullseye(
+                medians, title=f"ED wall thickness, segment median (site-{args.site} case 0)"
+            )
+            Path(bullseye).write_bytes(picture)
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        rows.append(row)
+        print(name, json.dumps(row), flush=True)
+    ratios = [r["ed_myocardium_volume_ratio"] for r in rows]
+    return {
+        "agreement": thickness_agreement(predicted, reference),
+        "segment_median_agreement": segment_agreement(rows),
+        "ed_myocardium_volume_ratio": round(float(np.mean(ratios)), 4),
+        "cases": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--phases", type=int, default=5)
     parser.add_argument("--site", default="B")
+    parser.add_argument("--fine-tune", type=int, default=5, metavar="N",
+                        help="also measure it fine-tuned on N site cases; 0: skip")  # fmt: skip
     parser.add_argument("--out", default="bench/results/thickness_agreement.json")
     parser.add_argument("--bullseye", default="bench/results/bullseye_case0_ed.png")
     args = parser.parse_args()
     card, network = load_builtin("lv-ct")
-    predicted, reference, rows = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(network, card, Path(tmp) / "m.onnx", check_batches=1)
-        engine = OrtEngine(Path(tmp) / "m.onnx", providers=["CPUExecutionProvider"])
-        for case_index in range(args.cases):
-            started = time.perf_counter()
-            case = cardiac_phantom(FIRST_SEED + case_index, args.site, phases=args.phases)
-            labels = segment(case.image, card, engine).labels
-            ours = measure_ventricle(labels, case.image.affine, case.image.phases)
-            truth = measure_ventricle(case.labels.array, case.labels.affine, case.labels.phases)
-            predicted.append(ours)
-            reference.append(truth)
-            row = {"case": case_index, "true_ed_es": [case.ed_phase, case.es_phase]}
-            for name, report in (("predicted", ours), ("truth", truth)):
-                body = report.to_json()
-                row[name] = {
-                    role: {"index": body[role]["index"], **body[role]["thickness_mm"]}
-                    for role in ("ed", "es")
-                }
-            for role in ("ed", "es"):
-                for name, report in (("predicted", ours), ("truth", truth)):
-                    row[name][role]["segment_medians"] = [
-                        (s[role] or {}).get("median") for s in report.segments_json() or []
-                    ]
-            if case_index == 0:  # the README's picture: case 0's ED, predicted mask
-                medians = {s["id"]: (s["ed"] or {}).get("median") for s in ours.segments_json()}
-                picture, _ = draw_bullseye(
-                    medians, title="ED wall thickness, segment median (site-B case 0)"
-                )
-                Path(args.bullseye).write_bytes(picture)
-            row["seconds"] = round(time.perf_counter() - started, 1)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "site": args.site,
-        "phases": args.phases,
-        "model": {"name": card.name, "version": "built-in"},
-        "agreement": thickness_agreement(predicted, reference),
-        "segment_median_agreement": segment_agreement(rows),
-        "cases": rows,
-    }
-    print(json.dumps({"agreement": result["agreement"]}, indent=2))
-    print(json.dumps({k: v["pooled"] for k, v in result["segment_median_agreement"].items()}))
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        base = measure_model(card, network, args, tmp, "base", args.bullseye)
+        result = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "site": args.site,
+            "phases": args.phases,
+            "model": {"name": card.name, "version": "built-in"},
+            **base,
+        }
+        if args.fine_tune:
+            _, network = load_builtin("lv-ct")
+            network, info = fine_tuned(card, network, args.site, args.fine_tune, tmp)
+            result["fine_tuned"] = {**info, **measure_model(card, network, args, tmp, "tuned",
+                                                            None)}  # fmt: skip
+    for name, body in (("base", result), ("fine_tuned", result.get("fine_tuned"))):
+        if body:
+            print(name, json.dumps({"agreement": body["agreement"]}, indent=2))
+            pooled = {k: v["pooled"] for k, v in body["segment_median_agreement"].items()}
+            print(name, json.dumps(pooled), body["ed_myocardium_volume_ratio"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
