@@ -344,6 +344,9 @@ function submitForm(models) {
     ["", "quick", "standard", "thorough"].map((b) => h("option", { value: b }, b || "budget: explicit epochs")));
   const strategy = h("select", { name: "strategy" },
     ["all", "decoder", "head", "scratch"].map((s) => h("option", { value: s }, `fine-tune ${s}`)));
+  const augment = h("select", { name: "augment", "data-testid": "augment" },
+    [["site_shift", "augment: site shift"], ["light", "augment: light"], ["none", "no augmentation"]]
+      .map(([value, text]) => h("option", { value }, text)));
   const epochs = h("input", { type: "text", name: "epochs", placeholder: "epochs", size: 6, "data-testid": "epochs" });
   const iterations = h("input", { type: "text", name: "iterations_per_epoch", placeholder: "iterations/epoch",
     size: 12, "data-testid": "iterations" });
@@ -357,6 +360,7 @@ function submitForm(models) {
     data.append("base", base.value);
     data.append("strategy", strategy.value);
     if (budget.value) data.append("budget", budget.value);
+    data.append("augment", augment.value);
     if (epochs.value) data.append("epochs", epochs.value);
     if (iterations.value) data.append("iterations_per_epoch", iterations.value);
     if (auto.checked) data.append("auto_promote", "true");
@@ -371,7 +375,7 @@ function submitForm(models) {
     }
   } },
   h("strong", {}, "New job from a labelled dataset (MSD zip: dataset.json, imagesTr/, labelsTr/)"),
-  h("div", { class: "row" }, file, base, strategy, budget, epochs, iterations,
+  h("div", { class: "row" }, file, base, strategy, budget, augment, epochs, iterations,
     h("label", {}, auto, "promote if the gate passes"), h("button", { type: "submit" }, "Submit")),
   bar, status);
   return form;
@@ -398,7 +402,7 @@ async function jobView(show, id) {
       h("div", { class: "row" }, h("progress", { max: 1, value: job.state === "succeeded" ? 1 : fraction,
         "data-testid": "job-progress" }), progressText(job)),
       h("div", {}, `base ${job.base} · strategy ${job.config.strategy} · ${job.config.epochs} epochs × ` +
-        `${job.config.iterations_per_epoch} iterations · seed ${job.config.seed}` +
+        `${job.config.iterations_per_epoch} iterations · augment ${job.config.augment ?? "—"} · seed ${job.config.seed}` +
         (job.config.budget ? ` · budget ${job.config.budget}` : "")),
       p.estimate ? h("div", {}, `estimated training ${fmt(p.estimate.training_s, 1)} s on this device ` +
         `(${fmt(p.estimate.per_iteration_s, 3)} s per iteration)`) : null,
