@@ -1,34 +1,51 @@
-"""Transfer learning on phantoms, site A -> site B, for both model families.
+"""Transfer learning on phantoms, site A -> a shifted site, for both model families.
 
-    .venv/bin/python bench/transfer.py [--epochs 10] [--iterations 15] [--held-out 10]
-        [--families lv-ct flair-lesion] [--out bench/results/transfer.json]
+    .venv/bin/python bench/transfer.py [--long] [--seeds 0 1 2] [--epochs 4]
+        [--iterations 10] [--held-out 4] [--ceiling-cases 40] [--ceiling-epochs 40]
+        [--cardiac-site C] [--families lv-ct flair-lesion] [--ceiling-cache DIR]
+        [--out bench/results/transfer.json]
 
-The built-in base models were trained on site-A phantoms. Each arm starts from them (or
-from random weights) and trains on site-B cases with the fine-tune job's own code
-(`apply_strategy`, `Trainer`), then is evaluated on the same held-out site-B cases with
-`evaluate_networks` (the job's evaluation):
+The built-in base models were trained on site-A phantoms. The target site is ``B`` for
+``flair-lesion`` and the harsher cardiac site ``C`` for ``lv-ct`` (`sitetune.imaging.
+phantoms.sites`). Each arm starts from the base model (or from random weights) and trains
+on target-site cases with the fine-tune job's own code (`FineTuneConfig` with its
+defaults -- site-shift augmentation, warm-up, foreground share, learning rate by
+strategy -- `apply_strategy`, `Trainer`), then is evaluated on the same held-out
+target-site cases with `evaluate_networks` (the job's evaluation):
 
-- ``base``: the site-A model as it is;
-- ``all`` with 5 and with 10 site-B cases (every layer, learning rate 1e-4);
-- ``scratch`` with the same 5 and 10 cases (random initialisation, learning rate 1e-3);
-- ``decoder`` and ``head`` with 5 cases;
+- ``ceiling``: the in-domain ceiling, the same network trained from scratch on
+  ``--ceiling-cases`` (>= 40) target-site cases, once per family (seed-independent: one
+  run, seed 0; with ``--ceiling-cache`` its weights are kept and reused by later runs with
+  the same settings);
+- ``base``: the site-A model as it is (deterministic, so seed-independent);
+- ``all`` with 5 and with 10 cases (every layer), ``scratch`` with 5 (and 10 with
+  ``--long``), ``decoder`` and ``head`` with 5;
 - ``lv-ct`` only: ``all`` with 5 cases labelled at every phase against ED/ES only (the
   other rows use ED/ES-only labels, as a site would label).
 
-Every arm gets the same number of iterations (``--epochs`` x ``--iterations``), small by
-default so the whole run fits in about 30 minutes on 2 CPU cores; raise them for longer
-runs. Writes the JSON table (``rows``) and a markdown table beside it.
+Every trained arm is run once per seed (``--seeds``: the training seed -- initialisation
+for ``scratch``, patch sampling, augmentation; the training and held-out cases are the
+same for every seed) and reported as mean and sd over the seeds, and as a fraction of the
+ceiling's mean Dice (``of_ceiling``). Held-out ``lv-ct`` cases are labelled at ED and ES
+(where the thickness is measured). The default budget is sized for about 45 minutes on
+2 CPU cores and is small (``--epochs`` x ``--iterations`` per arm); ``--long`` trains
+every arm and the ceiling the fine-tune job's default ``standard`` budget and more.
+Writes the JSON table (``rows``) and a markdown table beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from sitetune.imaging.phantoms.dataset import DatasetSpec, write_msd_dataset
 from sitetune.imaging.phantoms.sites import Family
@@ -38,149 +55,282 @@ from sitetune.training.evaluation import evaluate_networks
 from sitetune.training.finetune import FineTuneConfig, Strategy, apply_strategy, training_cases
 from sitetune.training.loop import Trainer
 
-TRAIN_SEED, HELD_OUT_SEED = 4242, 5353  # dataset seeds (the base models used others)
+TRAIN_SEED, HELD_OUT_SEED, CEILING_SEED = 4242, 5353, 6464  # dataset seeds (base: others)
+LONG = {"epochs": 20, "iterations": 20, "held_out": 10, "ceiling_epochs": 120}
+THICKNESS_KEYS = [f"{role}_{stat}" for role in ("ed", "es") for stat in ("median", "p95", "max")]
 
 
-def _arms(family: Family) -> list[tuple[str, int | None, str | None]]:
-    """(arm, cases, label phases) in table order."""
+def _arms(family: Family, long: bool) -> list[tuple[str, int | None, str | None]]:
+    """(arm, cases, label phases) in table order (the ceiling comes first, separately)."""
     phases = "ed_es" if family is Family.LV_CT else None
-    arms = [
-        ("base", None, None),
-        ("all", 5, phases),
-        ("all", 10, phases),
-        ("scratch", 5, phases),
-        ("scratch", 10, phases),
-        ("decoder", 5, phases),
-        ("head", 5, phases),
-    ]
+    arms = [("base", None, None), ("all", 5, phases), ("all", 10, phases)]
+    arms += [("scratch", 5, phases)] + ([("scratch", 10, phases)] if long else [])
+    arms += [("decoder", 5, phases), ("head", 5, phases)]
     if family is Family.LV_CT:
         arms.insert(2, ("all", 5, "all"))
     return arms
 
 
-def _dataset(family: Family, cases: int, seed: int, label_phases: str, folder: Path):
+def target_site(family: Family, args) -> str:
+    return args.cardiac_site if family is Family.LV_CT else "B"
+
+
+def _dataset(family: Family, site: str, cases: int, seed: int, label_phases: str, folder: Path):
     spec = DatasetSpec(
         family,
-        "B",
+        site,
         cases=cases,
         phases=5 if family is Family.LV_CT else 1,
-        label_phases=label_phases,
+        label_phases=label_phases if family is Family.LV_CT else "all",
         seed=seed,
     )
     card, _ = load_builtin(family.value)
     return validate_site_dataset(write_msd_dataset(spec, folder, workers=2), card)
 
 
-def _row(family: Family, arm: str, cases, phases, metrics: dict, seconds: float) -> dict:
+def _train(network, card, cases, config: FineTuneConfig) -> None:
+    """What a fine-tune job does to ``network`` (without its per-epoch held-out check)."""
+    apply_strategy(network, config.strategy, config.seed)
+    trainer = Trainer(network, training_cases(cases, card), config.train_config(card))
+    while trainer.epoch < config.epochs:
+        trainer.run_epoch()
+
+
+def ceiling(family: Family, site: str, args, work: Path) -> tuple[torch.nn.Module, dict]:
+    """The in-domain ceiling: the base network's architecture trained from scratch on
+    ``args.ceiling_cases`` target-site cases (seed 0); its weights from ``--ceiling-cache``
+    when a run with the same settings left them there."""
+    config = FineTuneConfig(
+        strategy=Strategy.SCRATCH,
+        epochs=args.ceiling_epochs,
+        iterations_per_epoch=args.iterations,
+        seed=0,
+    )
+    key = json.dumps([family.value, site, args.ceiling_cases, CEILING_SEED,
+                      config.model_dump(mode="json")], sort_keys=True)  # fmt: skip
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    cached = (
+        Path(args.ceiling_cache) / f"ceiling-{family}-{site}-{digest}.pt"
+        if args.ceiling_cache
+        else None
+    )
+    card, network = load_builtin(family.value)
+    info = {"cases": args.ceiling_cases, "epochs": config.epochs,
+            "iterations_per_epoch": config.iterations_per_epoch, "cached": False}  # fmt: skip
+    if cached is not None and cached.exists():
+        network.load_state_dict(torch.load(cached, map_location="cpu"))
+        info.update(cached=True, train_seconds=json.loads(cached.with_suffix(".json").read_text()))
+        return network.eval(), info
+    started = time.perf_counter()
+    pool = _dataset(family, site, args.ceiling_cases, CEILING_SEED, "ed_es",
+                    work / f"{family}-ceiling")  # fmt: skip
+    _train(network, card, pool.cases, config)
+    info["train_seconds"] = round(time.perf_counter() - started, 1)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(network.state_dict(), cached)
+        cached.with_suffix(".json").write_text(json.dumps(info["train_seconds"]))
+    return network.eval(), info
+
+
+def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    defined = [v for v in values if v is not None and not np.isnan(v)]
+    if not defined:
+        return None, None
+    sd = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
+    return round(float(np.mean(defined)), 4), round(sd, 4)
+
+
+def _aggregate(family, site, arm, cases, phases, runs: list[dict], seconds, ceiling_dice):
+    """One table row: mean (and ``*_sd``) over the seeds' metrics ``runs``."""
+    first = runs[0]
+    labels = list(first["dice"])
+    dice = {k: _mean_sd([r["dice"][k] for r in runs]) for k in labels}
+    mean_dice = _mean_sd([r["mean_dice"] for r in runs])
     row = {
         "family": family.value,
+        "site": site,
         "arm": arm,
         "n_cases": cases,
         "phases": phases,
-        "dice": metrics["dice"],
-        "mean_dice": metrics["mean_dice"],
-        "volume_abs_error_ml": metrics["volume_abs_error_ml"],
-        "train_seconds": seconds,
+        "seeds": len(runs),
+        "dice": {k: v[0] for k, v in dice.items()},
+        "dice_sd": {k: v[1] for k, v in dice.items()},
+        "mean_dice": mean_dice[0],
+        "mean_dice_sd": mean_dice[1],
+        "of_ceiling": _mean_sd([r["mean_dice"] / ceiling_dice for r in runs])[0],
+        "of_ceiling_sd": _mean_sd([r["mean_dice"] / ceiling_dice for r in runs])[1],
+        "volume_abs_error_ml": {
+            k: _mean_sd([r["volume_abs_error_ml"][k] for r in runs])[0]
+            for k in first["volume_abs_error_ml"]
+        },
+        "train_seconds": _mean_sd(seconds)[0],
     }
-    if "thickness_agreement" in metrics:
-        row["thickness_agreement"] = metrics["thickness_agreement"]
-    if "wmh" in metrics:
-        row["wmh"] = {k: v["mean"] for k, v in metrics["wmh"].items()}
-        row["wmh_cases_defined"] = {k: v["defined"] for k, v in metrics["wmh"].items()}
+    if all("thickness_agreement" in r for r in runs):
+        agreement = {}
+        for key in THICKNESS_KEYS:
+            stats = [r["thickness_agreement"][key] for r in runs]
+            agreement[key] = {}
+            for stat in ("pearson_r", "bias_mm", "mean_abs_diff_mm"):
+                mean, sd = _mean_sd([s[stat] for s in stats])
+                agreement[key][stat], agreement[key][f"{stat}_sd"] = mean, sd
+        agreement["cases_without_myocardium"] = max(
+            r["thickness_agreement"]["cases_without_myocardium"] for r in runs
+        )
+        row["thickness_agreement"] = agreement
+    if all("wmh" in r for r in runs):
+        row["wmh"] = {k: _mean_sd([r["wmh"][k]["mean"] for r in runs])[0] for k in first["wmh"]}
+        row["wmh_sd"] = {k: _mean_sd([r["wmh"][k]["mean"] for r in runs])[1] for k in first["wmh"]}
+        row["wmh_cases_defined"] = {k: min(r["wmh"][k]["defined"] for r in runs)
+                                    for k in first["wmh"]}  # fmt: skip
     return row
 
 
-def run_family(family: Family, args, work: Path) -> list[dict]:
-    held_out = _dataset(family, args.held_out, HELD_OUT_SEED, "all", work / f"{family}-held")
+def run_family(family: Family, args, work: Path) -> tuple[list[dict], dict]:
+    site = target_site(family, args)
+    held_out = _dataset(
+        family, site, args.held_out, HELD_OUT_SEED, "ed_es", work / f"{family}-held"
+    )
     labels = ["ed_es", "all"] if family is Family.LV_CT else ["all"]
     pools = {
-        lp: _dataset(family, 10, TRAIN_SEED, lp, work / f"{family}-train-{lp}") for lp in labels
+        lp: _dataset(family, site, 10, TRAIN_SEED, lp, work / f"{family}-train-{lp}")
+        for lp in labels
     }
+    card, _ = load_builtin(family.value)
     networks, seconds = {}, {}
-    for arm, cases, phases in _arms(family):
-        key = f"{arm}/{cases}/{phases}"
-        started = time.perf_counter()
-        card, network = load_builtin(family.value)
-        if arm != "base":
-            config = FineTuneConfig(
-                strategy=Strategy(arm),
-                epochs=args.epochs,
-                iterations_per_epoch=args.iterations,
-                seed=args.seed,
-            )
-            apply_strategy(network, config.strategy, config.seed)
-            cases_used = training_cases(pools[phases or "all"].cases[:cases], card)
-            trainer = Trainer(network, cases_used, config.train_config(card))
-            while trainer.epoch < config.epochs:
-                trainer.run_epoch()
-        networks[key] = network.eval()
-        seconds[key] = round(time.perf_counter() - started, 1)
-        print(f"{family} {key}: trained in {seconds[key]} s", flush=True)
-    # One pass over the held-out cases for every arm: the references are measured once.
+    for arm, cases, phases in _arms(family, args.long):
+        for seed in [0] if arm == "base" else args.seeds:
+            key = f"{arm}/{cases}/{phases}/{seed}"
+            started = time.perf_counter()
+            _, network = load_builtin(family.value)
+            if arm != "base":
+                config = FineTuneConfig(
+                    strategy=Strategy(arm),
+                    epochs=args.epochs,
+                    iterations_per_epoch=args.iterations,
+                    seed=seed,
+                )
+                _train(network, card, pools[phases or "all"].cases[:cases], config)
+            networks[key] = network.eval()
+            seconds[key] = round(time.perf_counter() - started, 1)
+            print(f"{family} {key}: trained in {seconds[key]} s", flush=True)
+    networks["ceiling"], ceiling_info = ceiling(family, site, args, work)
+    print(f"{family} ceiling: {ceiling_info}", flush=True)
+    # One pass over the held-out cases for every network: the references are measured once.
     started = time.perf_counter()
     metrics = evaluate_networks(held_out.cases, card, networks)
     print(f"{family}: evaluated in {time.perf_counter() - started:.0f} s", flush=True)
-    rows = []
-    for arm, cases, phases in _arms(family):
-        key = f"{arm}/{cases}/{phases}"
-        rows.append(_row(family, arm, cases, phases, metrics[key], seconds[key]))
+    if args.raw:  # the per-network metrics as evaluated, before aggregation
+        raw = {"metrics": metrics, "seconds": seconds, "ceiling": ceiling_info}
+        Path(f"{args.raw}.{family}.json").write_text(json.dumps(raw, default=str))
+    top = metrics["ceiling"]["mean_dice"]
+    ceiling_phases = "ed_es" if family is Family.LV_CT else None
+    ceiling_row = _aggregate(family, site, "ceiling", args.ceiling_cases, ceiling_phases,
+                             [metrics["ceiling"]], [ceiling_info["train_seconds"]],
+                             top)  # fmt: skip
+    rows = [ceiling_row]
+    rows[0]["seeds"] = "seed-independent (seed 0)"
+    for arm, cases, phases in _arms(family, args.long):
+        keys = [k for k in metrics if k.startswith(f"{arm}/{cases}/{phases}/")]
+        runs = [metrics[k] for k in keys]
+        rows.append(_aggregate(family, site, arm, cases, phases, runs,
+                               [seconds[k] for k in keys], top))  # fmt: skip
+        if arm == "base":
+            rows[-1]["seeds"] = "seed-independent"
         print(json.dumps(rows[-1]), flush=True)
-    return rows
+    return rows, ceiling_info
+
+
+def _pm(mean, sd, digits: int = 3) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" if not sd else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| family | arm | cases | labelled phases | Dice per label | mean Dice | family metrics |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| family | site | arm | cases | labelled phases | Dice per label | mean Dice "
+        "| of ceiling | family metrics |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        dice = ", ".join(f"{k} {v:.3f}" for k, v in r["dice"].items())
+        dice = ", ".join(f"{k} {_pm(v, r['dice_sd'][k])}" for k, v in r["dice"].items())
+        extra = ""
         if "thickness_agreement" in r:
-            agreement = r["thickness_agreement"]
-            extra = "thickness error of the median: ED {:.2f} mm, ES {:.2f} mm".format(
-                agreement["ed_median"]["mean_abs_diff_mm"],
-                agreement["es_median"]["mean_abs_diff_mm"],
+            a = r["thickness_agreement"]
+            extra = "; ".join(
+                f"{key.replace('_', ' ')} r {_pm(a[key]['pearson_r'], a[key]['pearson_r_sd'], 2)}"
+                f" bias {_pm(a[key]['bias_mm'], a[key]['bias_mm_sd'], 2)} mm"
+                for key in ("ed_median", "ed_p95", "ed_max", "es_median", "es_p95", "es_max")
             )
         elif "wmh" in r:
-            w, defined = r["wmh"], r["wmh_cases_defined"]
+            w, s = r["wmh"], r["wmh_sd"]
+            volume = _pm(w["volume_difference_ml"], s["volume_difference_ml"], 2)
             extra = (
-                f"HD95 {w['hd95_mm']:.1f} mm ({defined['hd95_mm']} cases defined), "
-                f"AVD {w['avd_pct']:.0f} %, lesion F1 {w['lesion_f1']:.2f}, "
-                f"volume error {w['volume_difference_ml']:.2f} mL"
+                f"lesion Dice {_pm(w['dice'], s['dice'])}, lesion F1 "
+                f"{_pm(w['lesion_f1'], s['lesion_f1'], 2)}, "
+                f"HD95 {_pm(w['hd95_mm'], s['hd95_mm'], 1)} mm, volume error {volume} mL"
             )
-        else:
-            extra = ""
         lines.append(
-            f"| {r['family']} | {r['arm']} | {r['n_cases'] or '-'} | {r['phases'] or '-'} "
-            f"| {dice} | {r['mean_dice']:.3f} | {extra} |"
+            f"| {r['family']} | {r['site']} | {r['arm']} | {r['n_cases'] or '-'} "
+            f"| {r['phases'] or '-'} | {dice} | {_pm(r['mean_dice'], r['mean_dice_sd'])} "
+            f"| {_pm(r['of_ceiling'], r['of_ceiling_sd'], 2)} | {extra} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=15, help="iterations per epoch")
-    parser.add_argument("--held-out", type=int, default=10, help="held-out site-B cases")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long", action="store_true", help="the job's budget, more cases")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=10, help="iterations per epoch")
+    parser.add_argument("--held-out", type=int, default=4, help="held-out target-site cases")
+    parser.add_argument("--ceiling-cases", type=int, default=40)
+    parser.add_argument("--ceiling-epochs", type=int, default=40, help="ceiling epochs")
+    parser.add_argument("--ceiling-cache", default=None, help="folder keeping ceiling weights")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cardiac-site", default="C")
     parser.add_argument(
         "--families", nargs="+", default=[f.value for f in (Family.LV_CT, Family.FLAIR_LESION)]
     )
     parser.add_argument("--out", default="bench/results/transfer.json")
+    parser.add_argument("--raw", default=None, help="also write per-network metrics here")
     args = parser.parse_args()
+    if args.ceiling_cases < 40:
+        parser.error(f"--ceiling-cases must be >= 40, got {args.ceiling_cases}")
+    if args.long:
+        for name, value in LONG.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    return args
+
+
+def main() -> None:
+    args = _arguments()
     started = time.perf_counter()
-    rows = []
+    rows, ceilings = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families:
-            rows += run_family(Family(family), args, Path(tmp))
+            family_rows, ceilings[family] = run_family(Family(family), args, Path(tmp))
+            rows += family_rows
+    defaults = FineTuneConfig()
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {
+            "long": args.long,
             "epochs": args.epochs,
             "iterations_per_epoch": args.iterations,
             "held_out_cases": args.held_out,
-            "seed": args.seed,
+            "seeds": args.seeds,
+            "sites": {f: target_site(Family(f), args) for f in args.families},
+            "ceiling": ceilings,
             "learning_rate": {"fine-tune": 1e-4, "scratch": 1e-3},
+            "recipe": {
+                "augment": str(defaults.augment),
+                "foreground_fraction": defaults.foreground_fraction,
+                "warmup_fraction": defaults.warmup_fraction,
+                "batch_size": defaults.batch_size,
+            },
         },
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,

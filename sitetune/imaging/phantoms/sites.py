@@ -18,6 +18,14 @@ transfer in practice:
     B: 2D axial FLAIR, 0.9 x 0.9 mm in plane with 5 mm slices (5 mm slice profile),
     lower lesion contrast (ratio 1.45), grey/white contrast lower, incomplete CSF
     suppression, strong bias field (30 %), noise 6 %.
+
+Site "C" (``lv-ct`` only) is a harsher cardiac site, the one the transfer benchmark uses:
+a low-dose protocol (55 HU noise), a sharp reconstruction kernel (0.5 mm in-plane
+point-spread function, so the noise is not smoothed away), 0.7 x 0.7 mm in plane with
+thick 3 mm slices (4 mm slice profile), an early bolus (the right heart bright at ~440 HU,
+the LV blood pool only ~230 HU against ~125 HU myocardium) and 12 % shading. The field of
+view and obliquity of the grid are arguments of `cardiac_phantom` (``fov_mm``,
+``grid_rotation``), not of the profile, so site C keeps the default axial field of view.
 """
 
 from __future__ import annotations
@@ -92,6 +100,16 @@ _CT_TISSUE_B = {
     "bone": 600.0,
     "air": -1000.0,
 }
+_CT_TISSUE_C = {
+    "blood": 230.0,
+    "rv_blood": 440.0,
+    "myocardium": 125.0,
+    "fat": -95.0,
+    "lung": -800.0,
+    "soft": 40.0,
+    "bone": 650.0,
+    "air": -1000.0,
+}
 _MR_TISSUE_A = {"wm": 1.0, "gm": 1.35, "csf": 0.22, "lesion": 1.9, "other": 0.9}
 _MR_TISSUE_B = {"wm": 1.0, "gm": 1.22, "csf": 0.4, "lesion": 1.45, "other": 1.1}
 
@@ -119,6 +137,18 @@ SITES: dict[Family, dict[str, SiteProfile]] = {
             30.0,
             0.08,
             _CT_TISSUE_B,
+            0.12,
+        ),
+        "C": SiteProfile(
+            "C",
+            Family.LV_CT,
+            (0.7, 0.7, 3.0),
+            Acquisition.THICK_SLICE,
+            4.0,
+            0.5,
+            55.0,
+            0.12,
+            _CT_TISSUE_C,
             0.12,
         ),
     },

@@ -92,6 +92,24 @@ def test_a_rule_learnt_on_site_a_is_measurably_worse_on_site_b(cardiac_4d_a, car
     assert on_a - on_b > 0.1
 
 
+def test_site_c_is_harsher_than_b_low_dose_sharp_thick_and_early_bolus(cardiac_4d_a):
+    """Site C (the transfer benchmark's cardiac site): noisier, sharper and thicker-sliced
+    than B, and an early bolus that leaves the right heart brighter than the LV."""
+    b, c = site_profile("lv-ct", "B"), site_profile("lv-ct", "C")
+    assert c.noise_sd > 1.5 * b.noise_sd and c.blur_fwhm_mm < b.blur_fwhm_mm
+    assert c.spacing_mm[2] > b.spacing_mm[2] and c.slice_profile_mm > b.slice_profile_mm
+    assert c.tissue["rv_blood"] > c.tissue["blood"] + 150
+    case = cardiac_phantom(21, "C", phases=1)
+    assert case.image.spacing == pytest.approx(c.spacing_mm)
+    image, labels = case.image.array, case.labels.array
+    blood, muscle = np.median(image[labels == 1]), np.median(image[labels == 2])
+    a_image, a_labels = cardiac_4d_a.image.array[..., 0], cardiac_4d_a.labels.array[..., 0]
+    assert blood - muscle < 0.5 * (
+        np.median(a_image[a_labels == 1]) - np.median(a_image[a_labels == 2])
+    )
+    assert (image > blood + 150).sum() > 0.2 * (labels == 1).sum()  # brighter than the LV
+
+
 def test_brain_lesions_lie_in_white_matter_and_are_bright():
     case = brain_phantom(0, "A", n_lesions=12, spacing=(2.0, 2.0, 2.0))
     labels, image = case.labels.array, case.image.array
