@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 DICOM_FOLDER = "dicom"
 RECORD = "analysis.json"
 IMAGE = "image.nii.gz"  # the analysed image (an uploaded NIfTI is kept as it came)
-IMAGE_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_NAMES = {".nii.gz": IMAGE, ".nii": "image.nii"}  # upload suffix -> stored name
 MAP_ROUTES = {
     "thickness.nii.gz": "thickness",
     "segments.nii.gz": "segments",
@@ -147,7 +147,7 @@ class ResultStore:
     def image(self, result_id: str) -> Path:
         """The analysed image of a result (NIfTI), or `NotFound`."""
         folder = self.folder(result_id)
-        for name in (IMAGE, "image.nii"):
+        for name in IMAGE_NAMES.values():
             if (folder / name).is_file():
                 return folder / name
         raise NotFound(f"result {result_id} has no stored image", code="result_file_not_found")
@@ -192,11 +192,6 @@ class ResultStore:
         for result_id in ids:
             shutil.rmtree(self.root / result_id, ignore_errors=True)
         return len(ids)
-
-
-def image_name(upload_name: str) -> str:
-    """The stored name of an uploaded NIfTI kept as the result's image."""
-    return "image.nii" if upload_name.endswith(".nii") else IMAGE
 
 
 def display_copy(volume):
@@ -301,8 +296,10 @@ class AnalysisResults:
         keep = {}
         if analysis.version is not None:  # the image the mask was made on, for viewers
             nifti_source = source is not None and volume.dicom is None and Path(source).is_file()
-            if nifti_source and Path(source).name.lower().endswith(IMAGE_SUFFIXES):
-                keep[image_name(Path(source).name.lower())] = Path(source)
+            upload = Path(source).name.lower() if nifti_source else ""
+            kept = next((n for suffix, n in IMAGE_NAMES.items() if upload.endswith(suffix)), None)
+            if kept is not None:
+                keep[kept] = Path(source)
             else:
                 writers[IMAGE] = lambda path: save_nifti(display_copy(volume), path)
         if source is not None and volume.dicom is not None and analysis.version is not None:

@@ -130,9 +130,10 @@ class JobRunner:
             result = self._run(job, folder, heartbeat, job_logger)
             state, error = JobState.SUCCEEDED, None
         except Cancelled:
-            if self.store.get(job.id).worker != self.worker:
+            owner = self.store.get(job.id).worker
+            if owner != self.worker:
                 job_logger.info("taken over by %s after a stall; stopped, nothing registered",
-                                self.store.get(job.id).worker)  # fmt: skip
+                                owner)  # fmt: skip
             else:
                 job_logger.info("cancelled; nothing registered")
             result, state, error = None, JobState.CANCELLED, None
