@@ -1,22 +1,24 @@
 """Transfer learning on phantoms, site A -> a shifted site, for both model families.
 
-    .venv/bin/python bench/transfer.py [--long] [--seeds 0 1 2] [--epochs 4]
-        [--iterations 10] [--held-out 4] [--ceiling-cases 40] [--ceiling-epochs 40]
+    .venv/bin/python bench/transfer.py [--long] [--seeds 0 1 2] [--epochs E]
+        [--iterations I] [--held-out 4] [--ceiling-cases 40] [--ceiling-epochs 60]
         [--cardiac-site C] [--families lv-ct flair-lesion] [--ceiling-cache DIR]
         [--out bench/results/transfer.json]
 
 The built-in base models were trained on site-A phantoms. The target site is ``B`` for
 ``flair-lesion`` and the harsher cardiac site ``C`` for ``lv-ct`` (`sitetune.imaging.
 phantoms.sites`). Each arm starts from the base model (or from random weights) and trains
-on target-site cases with the fine-tune job's own code (`FineTuneConfig` with its
-defaults -- site-shift augmentation, warm-up, foreground share, learning rate by
-strategy -- `apply_strategy`, `Trainer`), then is evaluated on the same held-out
-target-site cases with `evaluate_networks` (the job's evaluation):
+on target-site cases with the fine-tune job's own code (`FineTuneConfig`, `apply_strategy`,
+`Trainer`) as a job on the base model without options is configured (`arm_config`: the
+job's defaults and the card's recommended options) at the family's budget (`BUDGETS`),
+then is evaluated on the same held-out target-site cases with `evaluate_networks` (the job's
+evaluation):
 
 - ``ceiling``: the in-domain ceiling, the same network trained from scratch on
-  ``--ceiling-cases`` (>= 40) target-site cases, once per family (seed-independent: one
-  run, seed 0; with ``--ceiling-cache`` its weights are kept and reused by later runs with
-  the same settings);
+  ``--ceiling-cases`` (>= 40) target-site cases as the base models were trained at site A
+  (`CEILING`), once per family (seed-independent: one run, seed 0; with
+  ``--ceiling-cache`` its weights are kept and reused by later runs with the same
+  settings);
 - ``base``: the site-A model as it is (deterministic, so seed-independent);
 - ``all`` with 5 and with 10 cases (every layer), ``scratch`` with 5 (and 10 with
   ``--long``), ``decoder`` and ``head`` with 5;
@@ -27,9 +29,9 @@ Every trained arm is run once per seed (``--seeds``: the training seed -- initia
 for ``scratch``, patch sampling, augmentation; the training and held-out cases are the
 same for every seed) and reported as mean and sd over the seeds, and as a fraction of the
 ceiling's mean Dice (``of_ceiling``). Held-out ``lv-ct`` cases are labelled at ED and ES
-(where the thickness is measured). The default budget is sized for about 45 minutes on
-2 CPU cores and is small (``--epochs`` x ``--iterations`` per arm); ``--long`` trains
-every arm and the ceiling the fine-tune job's default ``standard`` budget and more.
+(where the thickness is measured). ``--epochs`` / ``--iterations`` set every arm's budget
+(a quick look); ``--long`` trains every arm the job's ``standard`` budget, the ceiling
+twice as long, on more held-out cases.
 Writes the JSON table (``rows``) and a markdown table beside it.
 """
 
@@ -52,12 +54,43 @@ from sitetune.imaging.phantoms.sites import Family
 from sitetune.models.builtin import load_builtin
 from sitetune.training.datasets import validate_site_dataset
 from sitetune.training.evaluation import evaluate_networks
-from sitetune.training.finetune import FineTuneConfig, Strategy, apply_strategy, training_cases
+from sitetune.training.finetune import (
+    FineTuneConfig,
+    Strategy,
+    apply_strategy,
+    job_config,
+    training_cases,
+)
 from sitetune.training.loop import Trainer
 
 TRAIN_SEED, HELD_OUT_SEED, CEILING_SEED = 4242, 5353, 6464  # dataset seeds (base: others)
 LONG = {"epochs": 20, "iterations": 20, "held_out": 10, "ceiling_epochs": 120}
+# Each family's training budget per arm (`FineTuneConfig` fields). The recipe is what a
+# job on the base model gets without options: the job's defaults and the card's
+# recommendations (`ModelCard.fine_tune`: for ``flair-lesion`` the ``light`` augmentation, a
+# learning rate of 3e-4 and half the patches on lesions, measured here). Lesions need the
+# job's ``standard`` budget (20 x 20); the heart transfers with a tenth of that.
+BUDGETS = {
+    Family.LV_CT: {"epochs": 4, "iterations_per_epoch": 10},
+    Family.FLAIR_LESION: {"budget": "standard"},
+}
+# The ceiling is trained as the built-in base models are (`sitetune.training.base`):
+# 60 x 25 iterations, learning rate 1e-3, no augmentation.
+CEILING = {"epochs": 60, "iterations_per_epoch": 25, "augment": "none"}
 THICKNESS_KEYS = [f"{role}_{stat}" for role in ("ed", "es") for stat in ("median", "p95", "max")]
+
+
+def arm_config(family: Family, strategy: Strategy, seed: int, args) -> FineTuneConfig:
+    """One trained arm's configuration, built as a job's is (`job_config`: the base card's
+    recommendations, the job's defaults) with the family's `BUDGETS` entry, and
+    ``--epochs``/``--iterations`` when given."""
+    card, _ = load_builtin(family.value)
+    options = BUDGETS[family] | {"strategy": strategy, "seed": seed}
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    if args.iterations is not None:
+        options["iterations_per_epoch"] = args.iterations
+    return job_config(card, options)
 
 
 def _arms(family: Family, long: bool) -> list[tuple[str, int | None, str | None]]:
@@ -102,8 +135,7 @@ def ceiling(family: Family, site: str, args, work: Path) -> tuple[torch.nn.Modul
     when a run with the same settings left them there."""
     config = FineTuneConfig(
         strategy=Strategy.SCRATCH,
-        epochs=args.ceiling_epochs,
-        iterations_per_epoch=args.iterations,
+        **(CEILING | {"epochs": args.ceiling_epochs}),
         seed=0,
     )
     key = json.dumps([family.value, site, args.ceiling_cases, CEILING_SEED,
@@ -181,6 +213,9 @@ def _aggregate(family, site, arm, cases, phases, runs: list[dict], seconds, ceil
     if all("wmh" in r for r in runs):
         row["wmh"] = {k: _mean_sd([r["wmh"][k]["mean"] for r in runs])[0] for k in first["wmh"]}
         row["wmh_sd"] = {k: _mean_sd([r["wmh"][k]["mean"] for r in runs])[1] for k in first["wmh"]}
+        row["lesion_volume_spearman"], row["lesion_volume_spearman_sd"] = _mean_sd(
+            [r.get("lesion_volume_spearman") for r in runs]
+        )
         row["wmh_cases_defined"] = {k: min(r["wmh"][k]["defined"] for r in runs)
                                     for k in first["wmh"]}  # fmt: skip
     return row
@@ -204,12 +239,7 @@ def run_family(family: Family, args, work: Path) -> tuple[list[dict], dict]:
             started = time.perf_counter()
             _, network = load_builtin(family.value)
             if arm != "base":
-                config = FineTuneConfig(
-                    strategy=Strategy(arm),
-                    epochs=args.epochs,
-                    iterations_per_epoch=args.iterations,
-                    seed=seed,
-                )
+                config = arm_config(family, Strategy(arm), seed, args)
                 _train(network, card, pools[phases or "all"].cases[:cases], config)
             networks[key] = network.eval()
             seconds[key] = round(time.perf_counter() - started, 1)
@@ -269,7 +299,9 @@ def markdown(rows: list[dict]) -> str:
             extra = (
                 f"lesion Dice {_pm(w['dice'], s['dice'])}, lesion F1 "
                 f"{_pm(w['lesion_f1'], s['lesion_f1'], 2)}, "
-                f"HD95 {_pm(w['hd95_mm'], s['hd95_mm'], 1)} mm, volume error {volume} mL"
+                f"HD95 {_pm(w['hd95_mm'], s['hd95_mm'], 1)} mm, volume error {volume} mL, "
+                "volume Spearman "
+                f"{_pm(r['lesion_volume_spearman'], r['lesion_volume_spearman_sd'], 2)}"
             )
         lines.append(
             f"| {r['family']} | {r['site']} | {r['arm']} | {r['n_cases'] or '-'} "
@@ -282,11 +314,12 @@ def markdown(rows: list[dict]) -> str:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--long", action="store_true", help="the job's budget, more cases")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=10, help="iterations per epoch")
+    parser.add_argument("--epochs", type=int, default=None, help="every arm (else BUDGETS)")
+    parser.add_argument("--iterations", type=int, default=None, help="per epoch, every arm")
     parser.add_argument("--held-out", type=int, default=4, help="held-out target-site cases")
     parser.add_argument("--ceiling-cases", type=int, default=40)
-    parser.add_argument("--ceiling-epochs", type=int, default=40, help="ceiling epochs")
+    parser.add_argument("--ceiling-epochs", type=int, default=CEILING["epochs"],
+                        help="ceiling epochs (of 25 iterations)")  # fmt: skip
     parser.add_argument("--ceiling-cache", default=None, help="folder keeping ceiling weights")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cardiac-site", default="C")
@@ -313,23 +346,30 @@ def main() -> None:
         for family in args.families:
             family_rows, ceilings[family] = run_family(Family(family), args, Path(tmp))
             rows += family_rows
-    defaults = FineTuneConfig()
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {
             "long": args.long,
-            "epochs": args.epochs,
-            "iterations_per_epoch": args.iterations,
             "held_out_cases": args.held_out,
             "seeds": args.seeds,
             "sites": {f: target_site(Family(f), args) for f in args.families},
             "ceiling": ceilings,
-            "learning_rate": {"fine-tune": 1e-4, "scratch": 1e-3},
-            "recipe": {
-                "augment": str(defaults.augment),
-                "foreground_fraction": defaults.foreground_fraction,
-                "warmup_fraction": defaults.warmup_fraction,
-                "batch_size": defaults.batch_size,
+            "recipe": {  # per family: the fine-tune arms' and the scratch arm's configs
+                f: {
+                    s: arm_config(Family(f), Strategy(s), 0, args).model_dump(
+                        mode="json",
+                        exclude={
+                            "seed",
+                            "strategy",
+                            "val_cases",
+                            "auto_promote",
+                            "promote_margin",
+                            "val_fraction",
+                        },
+                    )
+                    for s in ("all", "scratch")
+                }
+                for f in args.families
             },
         },
         "seconds": round(time.perf_counter() - started, 1),

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sitetune.errors import InputError, InvalidInput
 from sitetune.imaging.codes import StructureCode, structure
@@ -81,6 +81,19 @@ class InputLimits(BaseModel):
     refuse_localizers: bool = True  # Image Type LOCALIZER (scouts, topograms)
 
 
+class FineTuneDefaults(BaseModel):
+    """The fine-tune options the model's publisher found to work for it (measured in
+    ``bench/transfer.py``): a job on this base takes them where its submission does not set
+    the option (`sitetune.training.submission.check_job_request`). ``learning_rate`` is
+    for fine-tuning; a ``scratch`` job keeps the scratch rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    augment: Literal["none", "light", "site_shift"] | None = None
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    foreground_fraction: float | None = Field(None, ge=0, le=1)
+
+
 class Provenance(BaseModel):
     parent: str | None = None  # "name:version" this one was fine-tuned from
     dataset_fingerprint: str | None = None
@@ -101,6 +114,7 @@ class ModelCard(BaseModel):
     intensity: Intensity
     patch_size: tuple[int, int, int]
     input_limits: InputLimits = Field(default_factory=InputLimits)
+    fine_tune: FineTuneDefaults = Field(default_factory=FineTuneDefaults)
     network: NetworkSpec
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -13,7 +13,8 @@ which label value is which structure, follow from the card's coded labels
   where a network finds no myocardium is counted in ``cases_without_myocardium``), and the
   mean absolute blood-pool and myocardium volume errors in mL;
 - ``flair-lesion``: the WMH challenge metrics (`wmh_metrics`, averaged over the cases where
-  defined) and the mean absolute total-volume error in mL.
+  defined), the mean absolute total-volume error in mL and the Spearman correlation of
+  predicted with reference lesion volume (`volume_spearman`).
 
 The promotion gate judges these metrics: `sitetune.training.promotion`.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from sitetune.analysis.tasks import Task, measured_task, to_measured_labels
 from sitetune.errors import InvalidInput
@@ -161,8 +163,20 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
                 key: {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
                 for key, stats in mean_metrics(lesion_rows[name]).items()
             }
+            entry["lesion_volume_spearman"] = volume_spearman(lesion_rows[name])
         out[name] = entry
     return out
+
+
+def volume_spearman(rows: list[dict]) -> float | None:
+    """Spearman's rank correlation of predicted with reference lesion volume over the
+    held-out frames (`wmh_metrics` rows): does the model order patients by lesion load as
+    the reference does? None with fewer than 3 frames or a constant side."""
+    predicted = [r["predicted_ml"] for r in rows]
+    reference = [r["reference_ml"] for r in rows]
+    if len(rows) < 3 or len(set(predicted)) < 2 or len(set(reference)) < 2:
+        return None
+    return round(float(spearmanr(predicted, reference).statistic), 4)
 
 
 def paired_comparison(candidate: dict, production: dict, case_refs: list[str]) -> dict:

@@ -115,6 +115,16 @@ class FineTuneConfig(BaseModel):
         )
 
 
+def job_config(card: ModelCard, options: dict) -> FineTuneConfig:
+    """A job's configuration on base ``card``: the ``options`` given, then the card's
+    recommended ones (`ModelCard.fine_tune`; its learning rate is a fine-tuning rate, so
+    not for ``scratch``), then the defaults. Raises pydantic's ValidationError."""
+    recommended = card.fine_tune.model_dump(exclude_none=True)
+    if options.get("strategy") in (Strategy.SCRATCH, Strategy.SCRATCH.value):
+        recommended.pop("learning_rate", None)
+    return FineTuneConfig.model_validate(recommended | dict(options))
+
+
 def split_cases(dataset: SiteDataset, config: FineTuneConfig) -> tuple[list[SiteCase], list]:
     """``(training, held_out)``: the named ``val_cases``, else a seeded random fraction
     (at least one case on each side)."""

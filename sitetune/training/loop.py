@@ -240,12 +240,17 @@ class Trainer:
 def validation_patches(
     cases: list[TrainingCase], patch: tuple[int, int, int], seed: int, limit: int = 8
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Up to ``limit`` fixed foreground-centred patches of held-out cases (taking the
-    cases in turn) for `Trainer.validate`."""
+    """Up to ``limit`` fixed patches of held-out cases (taking the cases in turn) for
+    `Trainer.validate`: every other one centred on foreground, the rest anywhere, so
+    that false positives away from the structure (a lesion model's failure at a new site)
+    lower the score the job keeps its checkpoint by, not only misses near it."""
     rng = np.random.default_rng(seed)
     padded = [_pad_to(case, patch) for case in cases]
     count = min(limit, 2 * len(padded))
-    return [sample_patch(padded[i % len(padded)], patch, rng, True) for i in range(count)]
+    return [
+        sample_patch(padded[i % len(padded)], patch, rng, foreground=(i // len(padded)) % 2 == 0)
+        for i in range(count)
+    ]
 
 
 def train(

@@ -16,7 +16,7 @@ does the training.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,25 +45,31 @@ class JobRequest:
 def check_job_request(registry: Registry, base: str, options: Mapping[str, Any]) -> JobRequest:
     """Check the options and resolve ``base`` (``name``, ``name:alias`` or ``name:version``).
 
-    ``options`` holds `FineTuneConfig` fields; ``None`` values count as not given (the
-    default applies).
+    ``options`` holds `FineTuneConfig` fields; ``None`` values count as not given: the
+    base card's `FineTuneDefaults` apply, else the config's own defaults (`job_config`).
     """
-    from sitetune.training.finetune import FineTuneConfig  # torch: on submission
+    from sitetune.training.finetune import FineTuneConfig, job_config  # torch: on submission
 
     given = {key: value for key, value in options.items() if value is not None}
-    try:
-        config = FineTuneConfig.model_validate(given)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"invalid job options: {problems}", code="invalid_job") from exc
+    _config(lambda: FineTuneConfig.model_validate(given))  # bad options before the base
     if not base:
         raise InvalidInput(
             "field 'base' (the model to fine-tune: name, name:alias or name:version) is required",
             code="missing_base",
         )
-    return JobRequest(registry.resolve(base), config)
+    version = registry.resolve(base)
+    return JobRequest(version, _config(lambda: job_config(version.card, given)))
+
+
+def _config(build: Callable[[], FineTuneConfig]) -> FineTuneConfig:
+    """``build()``, its validation errors as one ``invalid_job`` listing every problem."""
+    try:
+        return build()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid job options: {problems}", code="invalid_job") from exc
 
 
 def submit_job(

@@ -245,16 +245,20 @@ class JobRunner:
         epoch_seconds: list[float] = []
         stopped = "the last epoch"
         names = list(card.label_names.values())
-        val_dice: list[list] = []  # [epoch, mean held-out Dice]: the console's curve
+        # [epoch, mean held-out Dice]: the console's curve, kept beside the checkpoint so
+        # that a job resumed by another worker shows the epochs before it too
+        curve = folder / "val_mean_dice.json"
+        val_dice: list[list] = [
+            point
+            for point in (json.loads(curve.read_text()) if curve.is_file() else [])
+            if point[0] <= trainer.epoch
+        ]
         while trainer.epoch < config.epochs:
             started = time.perf_counter()
             loss = trainer.run_epoch(heartbeat.cancelled.is_set)
             if loss is None:
                 raise Cancelled
             epoch_seconds.append(time.perf_counter() - started)
-            partial = checkpoint.with_suffix(".partial")
-            torch.save(trainer.state_dict(), partial)
-            partial.replace(checkpoint)
             validation = trainer.validate(patches)
             val = {
                 "loss": round(validation["loss"], 5),
@@ -262,12 +266,19 @@ class JobRunner:
             }
             score = float(np.mean(validation["dice"]))
             val_dice.append([trainer.epoch, round(score, 4)])
+            curve.with_suffix(".partial").write_text(json.dumps(val_dice))
+            curve.with_suffix(".partial").replace(curve)
             if best is None or score > best["score"]:
                 best = {"epoch": trainer.epoch, "score": score,
                         "network": {k: v.detach().cpu().clone()
                                     for k, v in network.state_dict().items()}}  # fmt: skip
                 torch.save(best, best_path.with_suffix(".partial"))
                 best_path.with_suffix(".partial").replace(best_path)
+            # The checkpoint last: a worker killed before it redoes this epoch (the same
+            # draws), and the curve's and the best's entries for it are taken again.
+            partial = checkpoint.with_suffix(".partial")
+            torch.save(trainer.state_dict(), partial)
+            partial.replace(checkpoint)
             remaining = config.epochs - trainer.epoch
             mean_epoch = sum(epoch_seconds) / len(epoch_seconds)
             heartbeat.progress = {

@@ -150,6 +150,8 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(server, site_zip):
     assert job["state"] == "succeeded", job["error"]
     assert job["attempts"] == 2
     assert "resumed from the checkpoint after epoch" in logs
+    # The held-out Dice curve spans the epochs of both attempts, once each.
+    assert [epoch for epoch, _ in job["progress"]["val_mean_dice"]] == [1, 2, 3, 4]
 
 
 def test_gate_refuses_a_worse_candidate_unless_forced(server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sitetune.imaging.nifti import save_nifti
@@ -49,3 +50,13 @@ def test_evaluation_measures_by_the_cards_coded_labels_not_their_values(small_ca
     as_emitted = np.where(standard > 0, 3 - standard, 0).astype(np.uint8)
     assert evaluation._is_lv(swapped) and not evaluation._is_lesion(swapped)
     assert np.array_equal(evaluation._lv(as_emitted, swapped), standard)
+
+
+def test_volume_spearman_ranks_cases_by_lesion_load():
+    rows = [{"predicted_ml": p, "reference_ml": r} for p, r in [(1.0, 0.5), (3.0, 2.0), (2.0, 1.0)]]
+    assert evaluation.volume_spearman(rows) == pytest.approx(1.0)
+    rows[0]["predicted_ml"] = 9.0  # the smallest load predicted as the largest
+    assert evaluation.volume_spearman(rows) == pytest.approx(-0.5)
+    assert evaluation.volume_spearman(rows[:2]) is None  # too few to rank
+    same = [dict(r, predicted_ml=0.0) for r in rows]  # a model that finds nothing
+    assert evaluation.volume_spearman(same) is None

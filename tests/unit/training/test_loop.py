@@ -178,3 +178,16 @@ def test_patches_are_augmented_on_the_gpu(cases):
     assert image.device.type == labels.device.type == "cuda" and labels.dtype == torch.int64
     assert set(labels.unique().tolist()) <= {0, 1}
     assert np.isfinite(trainer.run_epoch())
+
+
+def test_validation_patches_also_look_away_from_the_structure():
+    """Half the held-out patches are not centred on foreground, so the job's checkpoint
+    choice sees false positives away from the structure too."""
+    labels = np.zeros((48, 48, 48), np.uint8)
+    labels[2:6, 2:6, 2:6] = 1  # a small lesion in a corner
+    image = torch.from_numpy(labels.astype(np.float32))[None]
+    case = TrainingCase(image, labels)
+    patches = validation_patches([case], (16, 16, 16), seed=3, limit=8)
+    assert len(patches) == 2
+    assert patches[0][1].any()  # centred on the lesion
+    assert not patches[1][1].any()  # elsewhere: only false positives can happen here

@@ -117,6 +117,28 @@ def test_the_site_shift_recipe_options_are_taken(stores):
     assert {k: config[k] for k in options} == options
 
 
+def test_the_base_cards_recommended_options_fill_what_the_job_leaves_unset(stores, tmp_path):
+    _, registry = stores
+    weights = tmp_path / "w2.pt"
+    weights.write_bytes(b"weights")
+    card = registry.resolve("lv-ct").card
+    recommended = {"augment": "light", "learning_rate": 3e-4, "foreground_fraction": 0.5}
+    registry.register(
+        card.model_copy(update={"version": None, "fine_tune": recommended}),
+        {"weights.pt": weights},
+        actor="ops",
+    )
+    config = check_job_request(registry, "lv-ct:2", {}).config
+    assert (config.augment, config.learning_rate, config.foreground_fraction) == (
+        "light", 3e-4, 0.5)  # fmt: skip
+    given = check_job_request(registry, "lv-ct:2", {"augment": "none"}).config
+    assert (given.augment, given.learning_rate) == ("none", 3e-4)  # the job's own wins
+    scratch = check_job_request(registry, "lv-ct:2", {"strategy": "scratch"}).config
+    assert scratch.learning_rate == 1e-3  # a fine-tuning rate does not apply from scratch
+    plain = check_job_request(registry, "lv-ct:1", {}).config  # a card that states none
+    assert (plain.augment, plain.learning_rate) == ("site_shift", 1e-4)
+
+
 def test_invalid_job_lists_every_bad_option(stores):
     _, registry = stores
     with pytest.raises(InvalidInput) as raised:
