@@ -14,7 +14,7 @@ from sitetune.db import connect
 from sitetune.errors import InvalidInput, NotFound, UnsafeArchive
 from sitetune.imaging.nifti import save_nifti
 from sitetune.models.builtin import BUILTIN_DIR
-from sitetune.models.card import ModelCard
+from sitetune.models.card import FineTuneDefaults, ModelCard
 from sitetune.models.registry import PRODUCTION, Registry
 from sitetune.training.datasets import InvalidDataset, open_site_dataset
 from sitetune.training.jobs import JobState, JobStore
@@ -124,7 +124,7 @@ def test_the_base_cards_recommended_options_fill_what_the_job_leaves_unset(store
     card = registry.resolve("lv-ct").card
     recommended = {"augment": "light", "learning_rate": 3e-4, "foreground_fraction": 0.5}
     registry.register(
-        card.model_copy(update={"version": None, "fine_tune": recommended}),
+        card.model_copy(update={"version": None, "fine_tune": FineTuneDefaults(**recommended)}),
         {"weights.pt": weights},
         actor="ops",
     )
