@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -81,6 +81,15 @@ class InputLimits(BaseModel):
     refuse_localizers: bool = True  # Image Type LOCALIZER (scouts, topograms)
 
 
+class Augment(StrEnum):
+    """How strongly training patches are augmented (`sitetune.training.augment`; here so
+    that a card can recommend one without importing the training stack)."""
+
+    NONE = "none"
+    LIGHT = "light"
+    SITE_SHIFT = "site_shift"
+
+
 class FineTuneDefaults(BaseModel):
     """The fine-tune options the model's publisher found to work for it (measured in
     ``bench/transfer.py``): a job on this base takes them where its submission does not set
@@ -89,7 +98,7 @@ class FineTuneDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    augment: Literal["none", "light", "site_shift"] | None = None
+    augment: Augment | None = None
     learning_rate: float | None = Field(None, gt=0, le=1)
     foreground_fraction: float | None = Field(None, ge=0, le=1)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,7 +49,7 @@ from monai.transforms import (
 )
 from pydicom.sr.codedict import codes
 
-from sitetune.models.card import IntensityKind
+from sitetune.models.card import Augment, IntensityKind
 
 if TYPE_CHECKING:
     from sitetune.models.card import ModelCard
@@ -65,14 +64,6 @@ _CROP_MARGIN = 1.25  # sampled region / patch, per axis, ahead of rotation and s
 # unit variance.
 _SHIFT = {IntensityKind.WINDOW.value: (0.025, 0.05), IntensityKind.ZSCORE.value: (0.1, 0.2)}
 _NOISE = {IntensityKind.WINDOW.value: (0.025, 0.05), IntensityKind.ZSCORE.value: (0.05, 0.1)}
-
-
-class Augment(StrEnum):
-    """How strongly training patches are augmented."""
-
-    NONE = "none"
-    LIGHT = "light"
-    SITE_SHIFT = "site_shift"
 
 
 @dataclass(frozen=True)

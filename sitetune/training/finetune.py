@@ -120,7 +120,7 @@ def job_config(card: ModelCard, options: dict) -> FineTuneConfig:
     recommended ones (`ModelCard.fine_tune`; its learning rate is a fine-tuning rate, so
     not for ``scratch``), then the defaults. Raises pydantic's ValidationError."""
     recommended = card.fine_tune.model_dump(exclude_none=True)
-    if options.get("strategy") in (Strategy.SCRATCH, Strategy.SCRATCH.value):
+    if options.get("strategy") == Strategy.SCRATCH:  # the member or its value
         recommended.pop("learning_rate", None)
     return FineTuneConfig.model_validate(recommended | dict(options))
 
