@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,14 @@ class _Heartbeat(threading.Thread):
                 self.beat()
             except Exception:  # a database hiccup must not kill the job
                 logger.exception("heartbeat failed")
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(partial)`` to ``path``'s ``.partial`` sibling, then rename it over ``path``:
+    a worker resuming after a kill finds the old file or the new one, never half of one."""
+    partial = path.with_suffix(".partial")
+    write(partial)
+    partial.replace(path)
 
 
 def _seconds_per_iteration(trainer: Trainer, iterations: int = 2) -> float:
@@ -266,19 +276,15 @@ class JobRunner:
             }
             score = float(np.mean(validation["dice"]))
             val_dice.append([trainer.epoch, round(score, 4)])
-            curve.with_suffix(".partial").write_text(json.dumps(val_dice))
-            curve.with_suffix(".partial").replace(curve)
+            _write_atomically(curve, lambda path: path.write_text(json.dumps(val_dice)))
             if best is None or score > best["score"]:
                 best = {"epoch": trainer.epoch, "score": score,
                         "network": {k: v.detach().cpu().clone()
                                     for k, v in network.state_dict().items()}}  # fmt: skip
-                torch.save(best, best_path.with_suffix(".partial"))
-                best_path.with_suffix(".partial").replace(best_path)
+                _write_atomically(best_path, functools.partial(torch.save, best))
             # The checkpoint last: a worker killed before it redoes this epoch (the same
             # draws), and the curve's and the best's entries for it are taken again.
-            partial = checkpoint.with_suffix(".partial")
-            torch.save(trainer.state_dict(), partial)
-            partial.replace(checkpoint)
+            _write_atomically(checkpoint, lambda path: torch.save(trainer.state_dict(), path))
             remaining = config.epochs - trainer.epoch
             mean_epoch = sum(epoch_seconds) / len(epoch_seconds)
             heartbeat.progress = {
