@@ -66,8 +66,14 @@ from sitetune.training.finetune import (
     training_cases,
 )
 from sitetune.training.loop import Trainer
+from sitetune.training.postprocessing import (
+    card_min_component,
+    choose_min_component,
+    with_min_component,
+)
 
 TRAIN_SEED, HELD_OUT_SEED, CEILING_SEED = 4242, 5353, 6464  # dataset seeds (base: others)
+SELECT_SEED, SELECT_CASES = 7171, 3  # lesion models choose their post-processing on these
 LONG = {"epochs": 20, "iterations": 20, "held_out": 10, "ceiling_epochs": 120}
 HELD_OUT = {Family.LV_CT: 4, Family.FLAIR_LESION: 10}  # held-out cases (`--held-out`: every family)
 # Each family's training budget per arm (`FineTuneConfig` fields). The recipe is what a
@@ -242,6 +248,12 @@ def run_family(family: Family, args, work: Path) -> tuple[list[dict], dict]:
         for lp in labels
     }
     card, _ = load_builtin(family.value)
+    lesions = card_min_component(card) is not None
+    select = (
+        _dataset(family, site, args.select, SELECT_SEED, "ed_es", work / f"{family}-select")
+        if lesions
+        else None
+    )
     networks, seconds = {}, {}
     for arm, cases, phases in _arms(family, args.long):
         for seed in [0] if arm == "base" else args.seeds:
@@ -256,9 +268,25 @@ def run_family(family: Family, args, work: Path) -> tuple[list[dict], dict]:
             print(f"{family} {key}: trained in {seconds[key]} s", flush=True)
     networks["ceiling"], ceiling_info = ceiling(family, site, args, work)
     print(f"{family} ceiling: {ceiling_info}", flush=True)
+    # Lesion models: every trained network chooses its smallest kept component on the
+    # select cases, as a job does on its held-out split (`choose_min_component`); the
+    # base model keeps its card's. all@5 is also evaluated at the card's (``@card``).
+    cards, chosen = {}, {}
+    if select is not None:
+        started = time.perf_counter()
+        for key, network in list(networks.items()):
+            if key.startswith("base/"):
+                continue
+            choice = choose_min_component(select.cases, card, network)
+            chosen[key] = choice["min_component_ml"]
+            cards[key] = with_min_component(card, chosen[key])
+            if key.startswith("all/5/"):
+                networks[f"{key}@card"] = network
+        print(f"{family}: post-processing chosen in {time.perf_counter() - started:.0f} s: "
+              f"{chosen}", flush=True)  # fmt: skip
     # One pass over the held-out cases for every network: the references are measured once.
     started = time.perf_counter()
-    metrics = evaluate_networks(held_out.cases, card, networks)
+    metrics = evaluate_networks(held_out.cases, card, networks, cards=cards)
     print(f"{family}: evaluated in {time.perf_counter() - started:.0f} s", flush=True)
     if args.raw:  # the per-network metrics as evaluated, before aggregation
         raw = {"metrics": metrics, "seconds": seconds, "ceiling": ceiling_info}
@@ -270,15 +298,34 @@ def run_family(family: Family, args, work: Path) -> tuple[list[dict], dict]:
                              top)  # fmt: skip
     rows = [ceiling_row]
     rows[0]["seeds"] = "seed-independent (seed 0)"
-    for arm, cases, phases in _arms(family, args.long):
-        keys = [k for k in metrics if k.startswith(f"{arm}/{cases}/{phases}/")]
+    arms = [(arm, cases, phases, "") for arm, cases, phases in _arms(family, args.long)]
+    if select is not None:
+        arms.insert(2, ("all", 5, None, "@card"))
+    for arm, cases, phases, variant in arms:
+        keys = [k for k in metrics
+                if k.startswith(f"{arm}/{cases}/{phases}/") and k.endswith(variant or "")
+                and (variant or "@card" not in k)]  # fmt: skip
         runs = [metrics[k] for k in keys]
         rows.append(_aggregate(family, site, arm, cases, phases, runs,
-                               [seconds[k] for k in keys], top))  # fmt: skip
+                               [seconds[k.removesuffix("@card")] for k in keys],
+                               top))  # fmt: skip
         if arm == "base":
             rows[-1]["seeds"] = "seed-independent"
+        rows[-1]["postprocessing"] = _postprocessing(card, keys, chosen, variant)
         print(json.dumps(rows[-1]), flush=True)
+    if select is not None:
+        rows[0]["postprocessing"] = _postprocessing(card, ["ceiling"], chosen, "")
     return rows, ceiling_info
+
+
+def _postprocessing(card, keys: list[str], chosen: dict, variant: str) -> str | None:
+    """How a row's lesion masks were cleaned: the sizes chosen per seed, or the card's."""
+    if card_min_component(card) is None:
+        return None
+    sizes = [chosen[k] for k in keys if k in chosen and not variant]
+    if not sizes:
+        return f"card's {card_min_component(card)} mL"
+    return "chosen " + ", ".join(f"{size} mL" for size in sizes)
 
 
 def _pm(mean, sd, digits: int = 3) -> str:
@@ -312,6 +359,7 @@ def markdown(rows: list[dict]) -> str:
                 f"HD95 {_pm(w['hd95_mm'], s['hd95_mm'], 1)} mm, volume error {volume} mL, "
                 "volume Spearman "
                 f"{_pm(r['lesion_volume_spearman'], r['lesion_volume_spearman_sd'], 2)}"
+                f"; components kept from: {r.get('postprocessing') or '-'}"
             )
         lines.append(
             f"| {r['family']} | {r['site']} | {r['arm']} | {r['n_cases'] or '-'} "
@@ -327,6 +375,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="every arm (else BUDGETS)")
     parser.add_argument("--iterations", type=int, default=None, help="per epoch, every arm")
     parser.add_argument("--held-out", type=int, default=None, help="held-out cases (else HELD_OUT)")
+    parser.add_argument("--select", type=int, default=SELECT_CASES,
+                        help="cases lesion models choose post-processing on")  # fmt: skip
     parser.add_argument("--ceiling-cases", type=int, default=40)
     parser.add_argument("--ceiling-epochs", type=int, default=CEILING["epochs"],
                         help="ceiling epochs (of 25 iterations)")  # fmt: skip
@@ -361,6 +411,7 @@ def main() -> None:
         "settings": {
             "long": args.long,
             "held_out_cases": {f: held_out_cases(Family(f), args) for f in args.families},
+            "select_cases": args.select,  # lesion models' post-processing chosen on
             "seeds": args.seeds,
             "sites": {f: target_site(Family(f), args) for f in args.families},
             "ceiling": ceilings,

@@ -17,10 +17,22 @@ from monai.inferers import sliding_window_inference
 from sitetune.imaging.volume import Volume, voxel_volume_ml
 from sitetune.models.card import ModelCard
 from sitetune.models.engines import Engine
-from sitetune.models.preprocess import argmax_channels, labels_on_input_grid, to_network_grid
+from sitetune.models.preprocess import (
+    NetworkGrid,
+    argmax_channels,
+    labels_on_input_grid,
+    to_network_grid,
+)
 from sitetune.models.serving import InferenceSettings, Segmentation
 
-__all__ = ["InferenceSettings", "Segmentation", "probabilities", "segment", "segment_frame"]
+__all__ = [
+    "InferenceSettings",
+    "Segmentation",
+    "postprocess",
+    "probabilities",
+    "segment",
+    "segment_frame",
+]
 DEFAULT_SETTINGS = InferenceSettings()
 
 
@@ -69,6 +81,24 @@ def clean_components(labels: np.ndarray, card: ModelCard, voxel_ml: float) -> np
     return labels
 
 
+def postprocess(
+    probs: torch.Tensor,
+    grid: NetworkGrid,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    card: ModelCard,
+) -> np.ndarray:
+    """Softmax ``(C, X, Y, Z)`` on the network ``grid`` to a uint8 label map of ``shape``
+    on the input grid ``affine``, cleaned as the card's labels ask (`clean_components`).
+
+    Cleans on the network grid first: the foreground that survives bounds the region
+    resampled onto the (often much finer) input grid; then cleans there too.
+    """
+    network_labels = clean_components(argmax_channels(probs), card, voxel_volume_ml(grid.affine))
+    labels = labels_on_input_grid(probs, grid, affine, shape, foreground=network_labels > 0)
+    return clean_components(labels, card, voxel_volume_ml(affine))
+
+
 def segment_frame(
     array: np.ndarray,
     affine: np.ndarray,
@@ -83,13 +113,7 @@ def segment_frame(
     t1 = time.perf_counter()
     probs = probabilities(engine, image, card, settings)
     t2 = time.perf_counter()
-    # Clean on the network grid first: the foreground that survives bounds the region
-    # resampled onto the (often much finer) input grid; then clean there too.
-    network_labels = clean_components(argmax_channels(probs), card, voxel_volume_ml(grid.affine))
-    labels = labels_on_input_grid(
-        probs, grid, affine, array.shape[:3], foreground=network_labels > 0
-    )
-    labels = clean_components(labels, card, voxel_volume_ml(affine))
+    labels = postprocess(probs, grid, affine, array.shape[:3], card)
     t3 = time.perf_counter()
     for stage, seconds in (
         ("preprocess", t1 - started),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -66,19 +66,23 @@ def evaluate_networks(
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
     settings: InferenceSettings | None = None,
+    cards: Mapping[str, ModelCard] | None = None,
 ) -> dict[str, dict]:
     """Metrics of each named network on the same ``cases`` (see the module docstring),
     segmented with the deployment's sliding-window ``settings`` (overlap, batch), so the
-    gate judges what the service will serve."""
+    gate judges what the service will serve. ``cards``: a network's own card where its
+    post-processing differs from ``card``'s (a candidate's chosen lesion size, or a
+    production version's); the labels are ``card``'s for all."""
+    cards = dict(cards or {})
     with tempfile.TemporaryDirectory() as tmp:
         engines = {
-            name: _engine(network, card, device, Path(tmp) / f"{i}.onnx")
+            name: network_engine(network, cards.get(name, card), device, Path(tmp) / f"{i}.onnx")
             for i, (name, network) in enumerate(networks.items())
         }
-        return _evaluate(cases, card, networks, engines, should_stop, settings)
+        return _evaluate(cases, card, cards, networks, engines, should_stop, settings)
 
 
-def _engine(network: torch.nn.Module, card: ModelCard, device: str, onnx_path: Path):
+def network_engine(network: torch.nn.Module, card: ModelCard, device: str, onnx_path: Path):
     """How the service would run it: ONNX Runtime on the CPU (2-3x faster than torch
     eager there), torch on a GPU."""
     if torch.device(device).type != "cpu":
@@ -87,7 +91,7 @@ def _engine(network: torch.nn.Module, card: ModelCard, device: str, onnx_path: P
     return OrtEngine(onnx_path, providers=["CPUExecutionProvider"])
 
 
-def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str, dict]:
+def _evaluate(cases, card, cards, networks, engines, should_stop, settings) -> dict[str, dict]:
     settings = settings or InferenceSettings()
     dice: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
     volume_errors: dict[str, dict[str, list[float]]] = {name: {} for name in networks}
@@ -105,9 +109,8 @@ def _evaluate(cases, card, networks, engines, should_stop, settings) -> dict[str
                 raise InterruptedError("evaluation stopped")
             reference = labels.phase(t).array.astype(np.uint8)
             for name, engine in engines.items():
-                frame = segment_frame(
-                    image.phase(t).array, image.affine, card, engine, settings, {}
-                )
+                frame = segment_frame(image.phase(t).array, image.affine,
+                                      cards.get(name, card), engine, settings, {})  # fmt: skip
                 if labels.array.ndim == 4:
                     predicted[name][..., t] = frame
                 else:

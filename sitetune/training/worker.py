@@ -45,6 +45,7 @@ from sitetune.training.finetune import (
 )
 from sitetune.training.jobs import Job, JobState, JobStore
 from sitetune.training.loop import Trainer, optimiser_and_schedule, validation_patches
+from sitetune.training.postprocessing import choose_min_component, with_min_component
 from sitetune.training.promotion import decide_promotion, held_out_gate
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,16 @@ class JobRunner:
         )
         heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
         heartbeat.beat()
+        choice = choose_min_component(held_out, card, network, device=self.device,
+                                      settings=self.inference,
+                                      should_stop=heartbeat.cancelled.is_set)  # fmt: skip
+        if choice is not None:
+            log.info("lesion components kept from %s mL: %s", choice["min_component_ml"],
+                     choice["because"])  # fmt: skip
+            card = with_min_component(card, choice["min_component_ml"])
         evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat, refs)
+        if choice is not None:
+            evaluation["postprocessing"] = choice
         log.info("evaluation: %s", json.dumps(evaluation))
         heartbeat.progress = {**heartbeat.progress, "stage": "registering"}
         if not heartbeat.still_held():  # a job taken over registers nothing here
@@ -340,7 +350,7 @@ class JobRunner:
             networks["production"] = production_network
         metrics = evaluate_networks(
             held_out, card, networks, device=self.device, should_stop=heartbeat.cancelled.is_set,
-            settings=self.inference,
+            settings=self.inference, cards={"production": production.card},
         )  # fmt: skip
         evaluation = {
             "held_out_cases": [refs[c.name] for c in held_out],

@@ -93,6 +93,7 @@ def test_job_end_to_end_registers_promotes_and_serves(server, site_zip, tmp_path
             assert set(evaluation[arm]["dice"]) == {"LV blood pool", "LV myocardium"}
             assert evaluation[arm]["thickness_agreement"]["cases"] == 1
         assert evaluation["production_version"] == f"lv-ct:{production}"
+        assert "postprocessing" not in evaluation  # the heart keeps its largest components
         assert evaluation["gate"]["passed"] and result["promoted"]
         model = ops.get("/v1/models/lv-ct").json()
         assert model["aliases"]["production"] == model["aliases"]["candidate"] == result["version"]
@@ -129,6 +130,32 @@ def test_job_end_to_end_registers_promotes_and_serves(server, site_zip, tmp_path
     while not _succeeded_jobs_on_metrics(server):
         assert time.monotonic() < deadline, "no succeeded job on /metrics"
         time.sleep(1)
+
+
+def test_a_lesion_job_chooses_its_lesion_cleanup_on_the_held_out_split(server, tmp_path):
+    """A ``flair-lesion`` job tries the smallest kept lesion component at several sizes on
+    its held-out case, reports the scores and why it kept one, and the candidate's card
+    (which the service would serve) carries the size it kept."""
+    spec = DatasetSpec("flair-lesion", "B", cases=3, phases=1, seed=12)
+    dataset = zip_tree(write_msd_dataset(spec, tmp_path / "ds", workers=2), tmp_path / "ds.zip")
+    with server.client("ops") as ops:
+        response = _submit(ops, dataset, base="flair-lesion", epochs="1")
+        assert response.status_code == 202, response.text
+        job = _wait(ops, response.json()["job_id"], lambda j: j["state"] in TERMINAL)
+        assert job["state"] == "succeeded", job["error"]
+        evaluation = job["result"]["evaluation"]
+        choice = evaluation["postprocessing"]
+        assert choice["card_min_component_ml"] == 0.01 and choice["frames"] == 1
+        sizes = [row["min_component_ml"] for row in choice["scores"]]
+        assert sizes == sorted(sizes) and 0.01 in sizes and choice["min_component_ml"] in sizes
+        assert choice["because"]
+        model = ops.get("/v1/models/flair-lesion").json()
+        version = job["result"]["version"]
+        card = next(v for v in model["versions"] if v["version"] == version)["card"]
+        assert card["labels"][0]["min_component_ml"] == choice["min_component_ml"]
+        assert card["metrics"]["site_evaluation"]["postprocessing"] == choice
+        assert "lesion components kept from" in ops.get(
+            f"/v1/jobs/{job['job_id']}/logs").text  # fmt: skip
 
 
 def _succeeded_jobs_on_metrics(server) -> bool:
