@@ -3,7 +3,7 @@
     .venv/bin/python bench/transfer.py [--long] [--seeds 0 1 2] [--epochs E]
         [--iterations I] [--held-out N] [--ceiling-cases 40] [--ceiling-epochs 60]
         [--cardiac-site C] [--families lv-ct flair-lesion] [--ceiling-cache DIR]
-        [--out bench/results/transfer.json]
+        [--select 3] [--out bench/results/transfer.json] [--update]
 
 The built-in base models were trained on site-A phantoms. The target site is ``B`` for
 ``flair-lesion`` and the harsher cardiac site ``C`` for ``lv-ct`` (`sitetune.imaging.
@@ -25,6 +25,14 @@ evaluation):
 - ``lv-ct`` only: ``all`` with 5 cases labelled at every phase against ED/ES only (the
   other rows use ED/ES-only labels, as a site would label).
 
+Lesion models (``flair-lesion``) choose their post-processing as a fine-tune job does on
+its held-out split (`sitetune.training.postprocessing.choose_min_component`: the smallest
+kept lesion component): every trained network, the ceiling included, chooses on
+``--select`` (3) further target-site cases that no arm trains on and that are not among the
+held-out ones (5 training + 3 choosing cases: a job given 8 with those 3 as ``val_cases``);
+the base model keeps its card's size; all@5 is also reported at the card's size (the row
+whose ``postprocessing`` says "card's").
+
 Every trained arm is run once per seed (``--seeds``: the training seed -- initialisation
 for ``scratch``, patch sampling, augmentation; the training and held-out cases are the
 same for every seed) and reported as mean and sd over the seeds, and as a fraction of the
@@ -36,7 +44,9 @@ twice as long, on more held-out cases. Held-out cases per family (`HELD_OUT`, or
 ``flair-lesion``, whose per-case Dice and F1 swing with a case's lesion load (one case in
 10 has no lesion, some a single lesion of 0.1 mL, where a few false positives halve the
 score): the same three all@5 networks score 0.444 on the first 4 and 0.509 on 10.
-Writes the JSON table (``rows``) and a markdown table beside it.
+Writes the JSON table (``rows``) and a markdown table beside it; ``--update`` replaces
+only the rows of ``--families`` in an existing ``--out`` (``runs`` lists which run measured
+which family, ``seconds_by_family`` the time each took).
 """
 
 from __future__ import annotations
@@ -79,7 +89,7 @@ HELD_OUT = {Family.LV_CT: 4, Family.FLAIR_LESION: 10}  # held-out cases (`--held
 # Each family's training budget per arm (`FineTuneConfig` fields). The recipe is what a
 # job on the base model gets without options: the job's defaults and the card's
 # recommendations (`ModelCard.fine_tune`: for ``flair-lesion`` the ``light`` augmentation, a
-# learning rate of 3e-4 and half the patches on lesions, measured here). Lesions need the
+# learning rate of 3e-4 and a fifth of the patches on lesions, measured here). Lesions need the
 # job's ``standard`` budget (20 x 20); the heart transfers with a quarter of that (at 4 x 10
 # all-phase labels trailed ED/ES-only ones by 0.025 mean Dice, at 10 x 10 by 0.005).
 BUDGETS = {
@@ -388,6 +398,8 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--out", default="bench/results/transfer.json")
     parser.add_argument("--raw", default=None, help="also write per-network metrics here")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only these families' rows in --out")  # fmt: skip
     args = parser.parse_args()
     if args.ceiling_cases < 40:
         parser.error(f"--ceiling-cases must be >= 40, got {args.ceiling_cases}")
@@ -398,13 +410,32 @@ def _arguments() -> argparse.Namespace:
     return args
 
 
+def _updated(old: dict, new: dict, families: list[str]) -> dict:
+    """``old``'s table with the rows (and per-family settings) of ``families`` replaced by
+    ``new``'s: one family re-run, the others' rows kept as they were measured."""
+    rows = [r for r in old["rows"] if r["family"] not in families] + new["rows"]
+    settings = dict(old["settings"])
+    for key, value in new["settings"].items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key] = settings[key] | value
+        else:
+            settings[key] = value
+    seconds = old.get("seconds_by_family", {}) | new["seconds_by_family"]
+    runs = old.get("runs", [{"families": sorted({r["family"] for r in old["rows"]}),
+                             "seconds": old["seconds"]}])  # fmt: skip
+    return new | {"settings": settings, "seconds_by_family": seconds, "rows": rows,
+                  "runs": [*runs, {"families": families, "seconds": new["seconds"]}]}  # fmt: skip
+
+
 def main() -> None:
     args = _arguments()
     started = time.perf_counter()
-    rows, ceilings = [], {}
+    rows, ceilings, seconds = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families:
+            family_started = time.perf_counter()
             family_rows, ceilings[family] = run_family(Family(family), args, Path(tmp))
+            seconds[family] = round(time.perf_counter() - family_started, 1)
             rows += family_rows
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -434,13 +465,16 @@ def main() -> None:
             },
         },
         "seconds": round(time.perf_counter() - started, 1),
+        "seconds_by_family": seconds,
         "rows": rows,
     }
     out = Path(args.out)
+    if args.update and out.is_file():
+        result = _updated(json.loads(out.read_text()), result, args.families)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows))
-    print(markdown(rows))
+    out.with_suffix(".md").write_text(markdown(result["rows"]))
+    print(markdown(result["rows"]))
     print(f"total {result['seconds']} s")
 
 

@@ -198,14 +198,18 @@ class JobRunner:
         )
         heartbeat.progress = {**(heartbeat.progress or {}), "stage": "evaluating", "eta_s": None}
         heartbeat.beat()
-        choice = choose_min_component(held_out, card, network, device=self.device,
-                                      settings=self.inference,
-                                      should_stop=heartbeat.cancelled.is_set)  # fmt: skip
-        if choice is not None:
-            log.info("lesion components kept from %s mL: %s", choice["min_component_ml"],
-                     choice["because"])  # fmt: skip
-            card = with_min_component(card, choice["min_component_ml"])
-        evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat, refs)
+        try:  # both stop within a frame when the job is cancelled
+            choice = choose_min_component(held_out, card, network, device=self.device,
+                                          settings=self.inference,
+                                          should_stop=heartbeat.cancelled.is_set)  # fmt: skip
+            if choice is not None:
+                log.info("lesion components kept from %s mL: %s", choice["min_component_ml"],
+                         choice["because"])  # fmt: skip
+                card = with_min_component(card, choice["min_component_ml"])
+            evaluation = self._evaluate(network, card, config, train_cases, held_out, heartbeat,
+                                        refs)  # fmt: skip
+        except InterruptedError as exc:
+            raise Cancelled from exc
         if choice is not None:
             evaluation["postprocessing"] = choice
         log.info("evaluation: %s", json.dumps(evaluation))

@@ -415,6 +415,7 @@ async function jobView(show, id) {
         { title: "Validation Dice", testid: "dice-chart", yMax: 1 }));
     if (job.result) {
       const t = job.result.training || {};
+      const pp = (job.result.evaluation || {}).postprocessing;
       const [name, version] = job.result.ref.split(":");
       fill(result, h("div", { class: "card", "data-testid": "job-result" },
         h("div", {}, `Registered ${job.result.ref}. `, h("a", { href: `#/promote/${name}/${version}`,
@@ -422,6 +423,8 @@ async function jobView(show, id) {
         t.kept_epoch ? h("div", {}, `Kept epoch ${t.kept_epoch} (${t.kept_because}); stopped by ${t.stopped_by}.`) : null,
         t.estimate ? h("div", {}, `Training estimated ${fmt(t.estimate.training_s, 1)} s, took ` +
           `${fmt(t.actual_training_s, 1)} s.`) : null,
+        pp ? h("div", { "data-testid": "postprocessing" }, `Lesion components kept from ` +
+          `${pp.min_component_ml} mL (${pp.because}).`) : null,
         h("div", {}, job.result.promoted ? "Promoted to production." : job.result.promotion || "")));
     }
     const chunk = await request(`/v1/jobs/${id}/logs?offset=${offset}`, { as: "text" });
