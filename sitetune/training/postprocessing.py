@@ -10,11 +10,17 @@ chooses the size on its held-out split and writes it into the candidate's card:
 
 - each held-out case is segmented once (softmax kept), then post-processed at every size
   in `MIN_COMPONENT_ML` and at the card's own;
-- the score of a size is the mean over held-out frames of (lesion Dice + lesion F1) / 2
+- the score of a size on a frame is (lesion Dice + lesion F1) / 2
   (`sitetune.measure.metrics.wmh_metrics`: the voxels and the lesion count both count);
-- the best size replaces the card's only when it beats the card's score by more than
-  `MARGIN` (a held-out split of 2 cases is small; a change must earn its place), the
-  smaller size winning a tie.
+- the size is chosen by the one-standard-error rule (Breiman et al. 1984, *Classification
+  and Regression Trees*; Hastie et al., *Elements of Statistical Learning* §7.10), pointed at
+  the card: a size is as good as the best-scoring one when its mean paired shortfall over
+  the held-out frames is within one standard error of that shortfall (and at least within
+  `MARGIN`); the card's size is kept when it is as good as the best, else the smallest size
+  that is. A held-out split is a few cases: a size that wins on average because it clears
+  one case's false positives, while it erases another case's only lesion, is not clearly
+  better and does not replace the card's (`bench/README.md`: choosing the plain best on 3
+  cases let 10-case networks drop a held-out case's only lesion).
 
 Only models whose coded labels serve the lesion volume (`Task.LESION_VOLUME`) are
 chosen for; their other labels, and every other model, keep their cards' cleanup.
@@ -42,7 +48,7 @@ from sitetune.training.datasets import SiteCase
 from sitetune.training.evaluation import network_engine
 
 MIN_COMPONENT_ML = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)  # sizes tried (mL)
-MARGIN = 0.01  # score a size must gain over the card's to replace it
+MARGIN = 0.01  # a shortfall to the best this small always counts as good as the best
 
 
 def with_min_component(card: ModelCard, size_ml: float) -> ModelCard:
@@ -63,12 +69,21 @@ def card_min_component(card: ModelCard) -> float | None:
     return max(sizes) if sizes else None
 
 
-def choose(scores: dict[float, float], current: float, margin: float = MARGIN) -> float:
-    """The size to keep from ``{size_ml: score}`` (``current`` among them): the best
-    score's size if it beats ``current``'s by more than ``margin``, else ``current``; a
-    tie goes to the smaller size."""
-    best = min(scores, key=lambda size: (-round(scores[size], 6), size))
-    return best if scores[best] > scores[current] + margin else current
+def choose(scores: dict[float, list[float]], current: float, margin: float = MARGIN) -> float:
+    """The size to keep from ``{size_ml: [score per held-out frame]}`` (``current``, the
+    card's, among them; frames in the same order for every size), by the one-standard-error
+    rule pointed at the card (module docstring)."""
+    means = {size: float(np.mean(values)) for size, values in scores.items()}
+    best = min(means, key=lambda size: (-round(means[size], 6), size))
+
+    def as_good(size: float) -> bool:
+        shortfall = np.asarray(scores[best], float) - np.asarray(scores[size], float)
+        error = shortfall.std(ddof=1) / np.sqrt(shortfall.size) if shortfall.size > 1 else 0.0
+        return float(shortfall.mean()) <= max(float(error), margin) + 1e-9
+
+    if as_good(current):
+        return current
+    return min(size for size in scores if as_good(size))
 
 
 def choose_min_component(
@@ -106,6 +121,7 @@ def choose_min_component(
                     frame = postprocess(probs, grid, image.affine, array.shape[:3], cards[size])
                     found = to_measured_labels(frame, card, Task.LESION_VOLUME) == 1
                     rows[size].append(wmh_metrics(found, truth, labels.affine))
+    frame_scores = {size: [(r["dice"] + r["lesion_f1"]) / 2 for r in rows[size]] for size in sizes}
     table = []
     for size in sizes:
         dice = float(np.mean([r["dice"] for r in rows[size]]))
@@ -113,13 +129,19 @@ def choose_min_component(
         table.append({"min_component_ml": size, "score": round((dice + f1) / 2, 4),
                       "dice": round(dice, 4), "lesion_f1": round(f1, 4)})  # fmt: skip
     scores = {row["min_component_ml"]: row["score"] for row in table}
-    chosen = choose(scores, current)
-    because = (
-        f"held-out (Dice + lesion F1) / 2 {scores[chosen]:.4f} against {scores[current]:.4f} "
-        f"at the card's {current} mL"
-        if chosen != current
-        else f"no size beat the card's {current} mL ({scores[current]:.4f}) by more than {MARGIN}"
-    )
+    chosen = choose(frame_scores, current)
+    best = max(sizes, key=lambda size: (scores[size], -size))
+    if chosen != current:
+        because = (
+            f"held-out (Dice + lesion F1) / 2 {scores[chosen]:.4f} against {scores[current]:.4f} "
+            f"at the card's {current} mL; the smallest size within one standard error of the "
+            f"best ({best} mL, {scores[best]:.4f})"
+        )
+    else:
+        because = (
+            f"no size was clearly better than the card's {current} mL ({scores[current]:.4f}; "
+            f"best {best} mL, {scores[best]:.4f}, within one standard error or {MARGIN})"
+        )
     return {
         "min_component_ml": chosen,
         "card_min_component_ml": current,

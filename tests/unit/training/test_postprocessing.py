@@ -17,11 +17,20 @@ from sitetune.training.postprocessing import (
 )
 
 
-def test_a_size_replaces_the_cards_only_by_more_than_the_margin_and_ties_go_smaller():
-    assert choose({0.0: 0.5, 0.01: 0.6, 0.05: 0.8}, current=0.01) == 0.05
-    assert choose({0.01: 0.6, 0.05: 0.605}, current=0.01) == 0.01  # within the margin
-    assert choose({0.01: 0.5, 0.02: 0.8, 0.05: 0.8}, current=0.01) == 0.02  # the tie: smaller
-    assert choose({0.01: 0.5, 0.03: 0.7}, current=0.03) == 0.03  # nothing beats the card
+def test_a_size_replaces_the_cards_only_when_clearly_better():
+    # one held-out frame: the margin alone decides
+    assert choose({0.0: [0.5], 0.01: [0.6], 0.05: [0.8]}, current=0.01) == 0.05
+    assert choose({0.01: [0.6], 0.05: [0.605]}, current=0.01) == 0.01  # within the margin
+    assert choose({0.01: [0.5], 0.02: [0.8], 0.05: [0.8]}, current=0.01) == 0.02  # tie: smaller
+    assert choose({0.01: [0.5], 0.03: [0.7]}, current=0.03) == 0.03  # nothing beats the card
+    # better on every frame: chosen
+    assert choose({0.01: [0.5, 0.6, 0.55], 0.05: [0.7, 0.8, 0.75]}, current=0.01) == 0.05
+    # better on average only because it clears two frames' false positives while it
+    # erases the third frame's only lesion: within one standard error, the card's is kept
+    assert choose({0.01: [0.6, 0.6, 0.9], 0.08: [0.9, 0.9, 0.45]}, current=0.01) == 0.01
+    # several sizes as good as the best: the smallest of them
+    scores = {0.01: [0.5, 0.5, 0.5], 0.03: [0.79, 0.8, 0.8], 0.05: [0.8, 0.8, 0.81]}
+    assert choose(scores, current=0.01) == 0.03
 
 
 def test_only_lesion_labels_get_the_size():
@@ -82,7 +91,7 @@ def test_a_clean_network_keeps_the_cards_size(tmp_path):
     card = BASE_CARDS[Family.FLAIR_LESION]
     choice = choose_min_component([_case(tmp_path, speckles=0)], card, _Bright())
     assert choice["min_component_ml"] == 0.01
-    assert choice["because"].startswith("no size beat")
+    assert choice["because"].startswith("no size was clearly better")
 
 
 def test_a_model_without_lesion_labels_chooses_nothing(tmp_path):
