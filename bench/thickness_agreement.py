@@ -1,7 +1,7 @@
 """Wall thickness from predicted masks against ground truth, on site-B cardiac 4D phantoms.
 
     .venv/bin/python bench/thickness_agreement.py [--cases 10] [--phases 5] [--site B]
-        [--fine-tune 5] [--out bench/results/thickness_agreement.json]
+        [--fine-tune 5] [--model-dir DIR] [--out bench/results/thickness_agreement.json]
 
 Each case is a site-B ``lv-ct`` phantom with ``--phases`` frames (ES at 40 % of R-R). The
 built-in ``lv-ct`` production model (ONNX Runtime, CPU) segments every frame; ED/ES are
@@ -140,8 +140,12 @@ def main() -> None:
                         help="also measure it fine-tuned on N site cases; 0: skip")  # fmt: skip
     parser.add_argument("--out", default="bench/results/thickness_agreement.json")
     parser.add_argument("--bullseye", default="bench/results/bullseye_case0_ed.png")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="a base model folder (card.json, weights.pt) instead of the "
+                             "built-in lv-ct, e.g. one from sitetune.training.base")  # fmt: skip
     args = parser.parse_args()
-    card, network = load_builtin("lv-ct")
+    model = args.model_dir or "lv-ct"
+    card, network = load_builtin(model)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         base = measure_model(card, network, args, tmp, "base", args.bullseye)
@@ -149,11 +153,11 @@ def main() -> None:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "site": args.site,
             "phases": args.phases,
-            "model": {"name": card.name, "version": "built-in"},
+            "model": {"name": card.name, "version": str(args.model_dir or "built-in")},
             **base,
         }
         if args.fine_tune:
-            _, network = load_builtin("lv-ct")
+            _, network = load_builtin(model)
             network, info = fine_tuned(card, network, args.site, args.fine_tune, tmp)
             result["fine_tuned"] = {**info, **measure_model(card, network, args, tmp, "tuned",
                                                             None)}  # fmt: skip

@@ -4,7 +4,8 @@
 
 Writes ``weights.pt`` (state dict) and ``card.json`` whose metrics hold Dice (and, for
 lesions, lesion-wise F1) on held-out site-A and site-B phantoms. The committed built-in
-weights were produced by this command with its defaults.
+weights were produced by this command with its defaults (``--augment none``; ``light`` or
+``site_shift`` train with the fine-tune recipe's augmentation instead).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sitetune.models.engines import TorchEngine
 from sitetune.models.inference import InferenceSettings, segment_frame
 from sitetune.models.networks import build_network
 from sitetune.models.preprocess import labels_to_network_grid, to_network_grid
+from sitetune.training.augment import Augment, AugmentSpec
 from sitetune.training.loop import TrainConfig, TrainingCase, train
 
 logger = logging.getLogger(__name__)
@@ -154,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--augment",
+        default="none",
+        choices=[a.value for a in Augment],
+        help="training augmentation (the committed built-in weights: none)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument(
         "--evaluate-only",
@@ -182,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.learning_rate,
             seed=args.seed,
             patch_size=card.patch_size,
+            augment=AugmentSpec.for_card(card, args.augment)
+            if args.augment != "none"
+            else AugmentSpec(),  # as the committed weights were trained (and recorded)
         )
         started = time.perf_counter()
         cases = training_cases(
