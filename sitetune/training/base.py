@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.learning_rate,
             seed=args.seed,
             patch_size=card.patch_size,
-            augment=AugmentSpec.for_card(card, args.augment)
-            if args.augment != "none"
-            else AugmentSpec(),  # as the committed weights were trained (and recorded)
+            augment=AugmentSpec.for_card(card, args.augment),  # as a fine-tune job does
         )
         started = time.perf_counter()
         cases = training_cases(

@@ -19,7 +19,8 @@ from sitetune.training.finetune import (
     split_cases,
     unet_parts,
 )
-from sitetune.training.loop import Trainer, TrainingCase
+from sitetune.training.loop import Trainer
+from tests.unit.training.tiny import tiny_cases
 
 
 def _dataset(n: int) -> SiteDataset:
@@ -123,18 +124,6 @@ def test_the_site_shift_recipe_is_typed_with_defaults_and_carried_into_training(
             FineTuneConfig(**bad)
 
 
-def _tiny_cases(values: tuple[int, ...]) -> list[TrainingCase]:
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(2):
-        labels = np.zeros((20, 20, 18), np.uint8)
-        for k, value in enumerate(values):
-            labels[6 + 2 * k : 14 - 2 * k, 5:13, 4:12] = value
-        image = labels + rng.normal(0, 0.3, labels.shape)
-        out.append(TrainingCase(torch.from_numpy(image.astype(np.float32))[None], labels))
-    return out
-
-
 @pytest.mark.parametrize(
     ("family", "augment", "layerwise"),
     [
@@ -156,7 +145,7 @@ def test_a_tiny_fine_tune_runs_with_each_augment_setting(family, augment, layerw
     )
     apply_strategy(network, config.strategy, config.seed)
     values = tuple(card.label_names)
-    trainer = Trainer(network, _tiny_cases(values), config.train_config(card))
+    trainer = Trainer(network, tiny_cases(values), config.train_config(card))
     before = {k: v.clone() for k, v in network.state_dict().items()}
     loss = trainer.run_epoch()
     assert loss is not None and np.isfinite(loss)

@@ -9,7 +9,6 @@ import logging
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,8 +16,9 @@ from sitetune.models.builtin import load_builtin
 from sitetune.training import worker as worker_module
 from sitetune.training.datasets import SiteCase
 from sitetune.training.finetune import FineTuneConfig
-from sitetune.training.loop import Trainer, TrainingCase
+from sitetune.training.loop import Trainer
 from sitetune.training.worker import JobRunner
+from tests.unit.training.tiny import tiny_cases
 
 
 class _Beats:
@@ -27,19 +27,9 @@ class _Beats:
     def __init__(self) -> None:
         self.progress: dict | None = None
         self.cancelled = threading.Event()
-        self.beats = 0
 
     def beat(self) -> None:
-        self.beats += 1
-
-
-def _tiny(values: tuple[int, ...], seed: int) -> TrainingCase:
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((20, 20, 18), np.uint8)
-    for k, value in enumerate(values):
-        labels[6 + 2 * k : 14 - 2 * k, 5:13, 4:12] = value
-    image = labels + rng.normal(0, 0.3, labels.shape)
-    return TrainingCase(torch.from_numpy(image.astype(np.float32))[None], labels)
+        pass  # the real one writes progress to the job row
 
 
 @pytest.fixture
@@ -49,7 +39,7 @@ def tiny_job(monkeypatch, tmp_path):
     card, network = load_builtin("lv-ct")
     card = card.model_copy(update={"patch_size": (16, 16, 16)})
     values = tuple(card.label_names)
-    tiny = {f"c{i}": _tiny(values, i) for i in range(3)}
+    tiny = {f"c{i}": case for i, case in enumerate(tiny_cases(values, 3))}
     monkeypatch.setattr(
         worker_module, "training_cases", lambda cases, _card: [tiny[c.name] for c in cases]
     )
