@@ -86,6 +86,7 @@ class Augment(StrEnum):
     that a card can recommend one without importing the training stack)."""
 
     NONE = "none"
+    CONTRAST = "contrast"  # CT: the contrast enhancement only
     LIGHT = "light"
     SITE_SHIFT = "site_shift"
 

@@ -7,11 +7,16 @@ transforms on a training patch (``"image"`` ``(1, X, Y, Z)`` normalised float,
 ``"label"`` ``(1, X, Y, Z)`` integer labels resampled with nearest neighbour):
 
 - ``none``: the patch as sampled;
+- ``contrast`` (CT only): the patch as sampled, with the contrast enhancement varied
+  (`RandContrastEnhancement`: bolus timing, the largest CT protocol difference);
 - ``light``: small rotation and scaling, intensity scale/shift, gamma, Gaussian noise,
   and the flips the anatomy allows;
 - ``site_shift`` (the fine-tune default): ``light`` with larger ranges, plus elastic
   deformation, a bias (shading) field, blur (reconstruction kernel), simulated low
   resolution and thick slices along one axis (a 2D acquisition).
+
+For CT (``window`` normalisation) ``light`` and ``site_shift`` vary the contrast
+enhancement too.
 
 Flips only where the anatomy allows: left-right for the brain (lesions occur on both
 sides), none for the heart (left and right ventricles differ). The decision follows from
@@ -72,12 +77,15 @@ class AugmentSpec:
 
     ``flip_axes``: the patch's spatial axes (0, 1, 2 of ``(X, Y, Z)``) that may be mirrored;
     ``intensity``: the card's normalisation (`IntensityKind` value), which sets the scale
-    of intensity changes (``window``: images in [0, 1]; ``zscore``: unit variance).
+    of intensity changes (``window``: images in [0, 1]; ``zscore``: unit variance);
+    ``window``: the card's (low, high) HU window of a ``window`` card, where the contrast
+    enhancement's soft-tissue knee lies.
     """
 
     strength: Augment = Augment.NONE
     flip_axes: tuple[int, ...] = ()
     intensity: str = IntensityKind.ZSCORE.value
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strength", Augment(self.strength))
@@ -88,6 +96,10 @@ class AugmentSpec:
             )
         object.__setattr__(self, "flip_axes", tuple(int(a) for a in self.flip_axes))
         object.__setattr__(self, "intensity", IntensityKind(self.intensity).value)
+        if (self.intensity == IntensityKind.WINDOW.value) != (self.window is not None):
+            raise ValueError("window (low, high) is given for, and only for, window intensity")
+        if self.strength is Augment.CONTRAST and self.window is None:
+            raise ValueError("contrast augmentation varies CT enhancement: a window card only")
 
     @classmethod
     def for_card(cls, card: ModelCard, strength: Augment | str) -> AugmentSpec:
@@ -104,14 +116,82 @@ class AugmentSpec:
                 (i for i, code in enumerate(card.orientation.upper()) if code in "LR"), None
             )
             flips = () if axis is None else (axis,)
-        return cls(strength, flips, card.intensity.kind.value)
+        intensity = card.intensity
+        window = None
+        if intensity.kind is IntensityKind.WINDOW:
+            window = (float(intensity.low), float(intensity.high))
+        return cls(strength, flips, intensity.kind.value, window)
 
     def crop_size(self, patch: Sequence[int]) -> tuple[int, int, int]:
         """The region to sample for one ``patch``: larger than the patch when the patch is
         rotated and scaled, so that its corners come from the image, not from padding."""
-        if self.strength is Augment.NONE:
+        if self.strength in (Augment.NONE, Augment.CONTRAST):
             return tuple(int(p) for p in patch)
         return tuple(math.ceil(p * _CROP_MARGIN) for p in patch)
+
+
+class RandContrastEnhancement(RandomizableTransform):
+    """Vary how strongly iodinated contrast enhances a window-normalised CT image: values
+    above a soft-tissue knee are scaled towards it by a random factor, values below (fat,
+    lung, air, unenhanced tissue) are kept. Bolus timing, dose and cardiac output move the
+    blood pool between about 200 and 500 HU while fat and lung stay where they were.
+
+    Hand-written because MONAI's intensity transforms (scale, shift, gamma, histogram
+    shift) move the whole range or random control points, not the enhanced part alone.
+    """
+
+    def __init__(
+        self,
+        window: tuple[float, float],
+        prob: float = 0.3,
+        knee_hu: tuple[float, float] = (60.0, 120.0),
+        factor_range: tuple[float, float] = (0.35, 1.25),
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        low, high = window
+        self.knee_range = tuple((k - low) / (high - low) for k in knee_hu)
+        self.factor_range = factor_range
+        self.knee, self.factor = self.knee_range[0], 1.0
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.knee = float(self.R.uniform(*self.knee_range))
+            self.factor = float(self.R.uniform(*self.factor_range))
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        above = (img - self.knee).clamp(min=0)
+        return (img - above + self.factor * above).clamp(max=1.0)  # the window's top
+
+
+class RandContrastEnhancementd(RandomizableTransform, MapTransform):
+    """Dictionary twin of `RandContrastEnhancement` (images only)."""
+
+    def __init__(
+        self, keys: Sequence[Hashable] | Hashable, window: tuple[float, float], prob: float = 0.3
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.enhancement = RandContrastEnhancement(window, prob=1.0)
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandContrastEnhancementd:
+        super().set_random_state(seed, state)
+        self.enhancement.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        self.enhancement.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.enhancement(d[key], randomize=False)
+        return d
 
 
 class RandThickSlices(RandomizableTransform):
@@ -198,6 +278,8 @@ def augmentation(
     """
     if spec.strength is Augment.NONE:
         return None
+    if spec.strength is Augment.CONTRAST:
+        return Compose([RandContrastEnhancementd(_IMAGE, spec.window, prob=0.5)])
     site = spec.strength is Augment.SITE_SHIFT
     shift, noise = _SHIFT[spec.intensity][site], _NOISE[spec.intensity][site]
     both, image = [_IMAGE, _LABEL], [_IMAGE]
@@ -232,6 +314,8 @@ def augmentation(
         weights.append(0.2)
     transforms: list = [OneOf(paths, weights=weights)]
     transforms += [RandFlipd(both, prob=0.5, spatial_axis=axis) for axis in spec.flip_axes]
+    if spec.window is not None:
+        transforms.append(RandContrastEnhancementd(image, spec.window, prob=0.3))
     if site:
         transforms.append(RandBiasFieldd(image, degree=3, coeff_range=(0.0, 0.1), prob=0.3))
     transforms += [

@@ -58,7 +58,12 @@ def check_job_request(registry: Registry, base: str, options: Mapping[str, Any])
             code="missing_base",
         )
     version = registry.resolve(base)
-    return JobRequest(version, _config(lambda: job_config(version.card, given)))
+    config = _config(lambda: job_config(version.card, given))
+    try:
+        config.train_config(version.card)  # e.g. CT-only augmentation on an MR base
+    except ValueError as exc:
+        raise InvalidInput(f"invalid job options: augment: {exc}", code="invalid_job") from exc
+    return JobRequest(version, config)
 
 
 def _config(build: Callable[[], FineTuneConfig]) -> FineTuneConfig:

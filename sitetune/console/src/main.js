@@ -345,7 +345,8 @@ function submitForm(models) {
   const strategy = h("select", { name: "strategy" },
     ["all", "decoder", "head", "scratch"].map((s) => h("option", { value: s }, `fine-tune ${s}`)));
   const augment = h("select", { name: "augment", "data-testid": "augment" },
-    [["site_shift", "augment: site shift"], ["light", "augment: light"], ["none", "no augmentation"]]
+    [["site_shift", "augment: site shift"], ["light", "augment: light"],
+     ["contrast", "augment: CT contrast only"], ["none", "no augmentation"]]
       .map(([value, text]) => h("option", { value }, text)));
   const epochs = h("input", { type: "text", name: "epochs", placeholder: "epochs", size: 6, "data-testid": "epochs" });
   const iterations = h("input", { type: "text", name: "iterations_per_epoch", placeholder: "iterations/epoch",

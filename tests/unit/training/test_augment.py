@@ -11,6 +11,7 @@ from sitetune.models.builtin import load_builtin
 from sitetune.training.augment import (
     Augment,
     AugmentSpec,
+    RandContrastEnhancementd,
     RandThickSlices,
     apply_augmentation,
     augmentation,
@@ -106,3 +107,44 @@ def test_thick_slices_blur_one_axis_only():
         return float(torch.diff(torch.as_tensor(x), dim=axis + 1).abs().mean())
 
     assert roughness(out, 2) < 0.5 * roughness(out, 0)  # smooth across the thick slices
+
+
+def test_contrast_enhancement_moves_enhanced_tissue_only():
+    """Bolus timing: the blood pool's enhancement scales, fat, lung and air stay put."""
+    card = _card("lv-ct")
+    spec = AugmentSpec.for_card(card, "contrast")
+    assert spec.crop_size(PATCH) == PATCH  # no resampling, so no margin
+    low, high = spec.window
+    hu = {"air": -1000.0, "lung": -820.0, "fat": -90.0, "myocardium": 110.0, "blood": 430.0}
+    tissue = {k: (min(max(v, low), high) - low) / (high - low) for k, v in hu.items()}
+    image = torch.zeros((1, *PATCH))
+    for k, value in enumerate(tissue.values()):
+        image[0, :, :, 3 * k : 3 * k + 3] = value
+    labels = torch.zeros((1, *PATCH), dtype=torch.int64)
+    transform = augmentation(spec, PATCH)
+    contrasts = []
+    for seed in range(40):
+        out, out_labels = apply_augmentation(transform, image, labels, seed)
+        assert torch.equal(out_labels, labels)
+        level = {k: float(out[0, 0, 0, 3 * i]) for i, k in enumerate(tissue)}
+        for k in ("air", "lung", "fat"):
+            assert level[k] == pytest.approx(tissue[k]), f"{k} is not enhanced"
+        assert 0 <= level["blood"] <= 1
+        contrasts.append((level["blood"] - level["myocardium"]) * (high - low))
+    # late or weak boluses (blood ~255 HU against ~135 HU myocardium: 120 HU of contrast)
+    # and the trained one (320 HU) both occur; unchanged patches too
+    assert min(contrasts) < 130 and max(contrasts) > 330
+    assert sum(c == pytest.approx(320, abs=0.5) for c in contrasts) > 10
+    with pytest.raises(ValueError, match="window card"):
+        AugmentSpec.for_card(_card("flair-lesion"), "contrast")
+
+
+def test_light_and_site_shift_vary_the_enhancement_of_ct_only():
+    for family, expected in (("lv-ct", True), ("flair-lesion", False)):
+        for strength in ("light", "site_shift"):
+            spec = AugmentSpec.for_card(_card(family), strength)
+            found = any(
+                isinstance(t, RandContrastEnhancementd)
+                for t in _transforms(augmentation(spec, PATCH))
+            )
+            assert found is expected, (family, strength)

@@ -111,7 +111,7 @@ def test_the_site_shift_recipe_is_typed_with_defaults_and_carried_into_training(
         augment="light", foreground_fraction=0.5, warmup_fraction=0.1, layerwise_lr_decay=0.8
     )
     train = config.train_config(card)
-    assert train.augment == AugmentSpec(Augment.LIGHT, (), "window")  # no flip for the heart
+    assert train.augment == AugmentSpec(Augment.LIGHT, (), "window", (-200, 600))  # no flip: heart
     assert (train.foreground_fraction, train.warmup_fraction) == (0.5, 0.1)
     assert train.layerwise_lr_decay == 0.8
     stored = config.model_dump(mode="json")  # as the job row and the new card keep it

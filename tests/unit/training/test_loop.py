@@ -166,7 +166,12 @@ def test_augmented_training_is_deterministic_and_resumes_exactly(cases):
 
 def test_the_config_reads_as_json():
     stored = json.loads(json.dumps(AUGMENTED.as_dict()))
-    assert stored["augment"] == {"strength": "site_shift", "flip_axes": [0], "intensity": "zscore"}
+    assert stored["augment"] == {
+        "strength": "site_shift",
+        "flip_axes": [0],
+        "intensity": "zscore",
+        "window": None,
+    }
     assert stored["warmup_fraction"] == 0.5 and stored["layerwise_lr_decay"] == 1.0
 
 

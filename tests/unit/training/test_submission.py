@@ -31,13 +31,14 @@ def stores(tmp_path) -> tuple[JobStore, Registry]:
     registry = Registry(engine, artifacts)
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"weights")
-    card = ModelCard.model_validate_json((BUILTIN_DIR / "lv-ct" / "card.json").read_text())
-    registry.register(
-        card.model_copy(update={"version": None}),
-        {"weights.pt": weights},
-        actor="ops",
-        aliases=(PRODUCTION,),
-    )
+    for family in ("lv-ct", "flair-lesion"):
+        card = ModelCard.model_validate_json((BUILTIN_DIR / family / "card.json").read_text())
+        registry.register(
+            card.model_copy(update={"version": None}),
+            {"weights.pt": weights},
+            actor="ops",
+            aliases=(PRODUCTION,),
+        )
     return JobStore(engine, artifacts), registry
 
 
@@ -93,6 +94,7 @@ def test_a_valid_submission_queues_the_job_with_its_dataset(stores, tmp_path):
         ("lv-ct", {"epochs": 0, "val_fraction": 1.5}, InvalidInput, "invalid_job", "val_fraction"),
         ("lv-ct", {"augment": "heavy"}, InvalidInput, "invalid_job", "augment"),
         ("lv-ct", {"warmup_fraction": 0.9}, InvalidInput, "invalid_job", "warmup_fraction"),
+        ("flair-lesion", {"augment": "contrast"}, InvalidInput, "invalid_job", "window card"),
         ("", {}, InvalidInput, "missing_base", "'base'"),
         ("no-such-model", {}, NotFound, "model_not_found", "no-such-model"),
         ("lv-ct:7", {}, NotFound, "version_not_found", "no version 7"),
