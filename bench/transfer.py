@@ -97,7 +97,8 @@ BUDGETS = {
     Family.FLAIR_LESION: {"budget": "standard"},
 }
 # The ceiling is trained as the built-in base models are (`sitetune.training.base`):
-# 60 x 25 iterations, learning rate 1e-3, no augmentation.
+# 60 x 25 iterations, learning rate 1e-3, without augmentation (the lv-ct base varies the
+# contrast enhancement to meet other sites' bolus timing; in-domain there is none to meet).
 CEILING = {"epochs": 60, "iterations_per_epoch": 25, "augment": "none"}
 THICKNESS_KEYS = [f"{role}_{stat}" for role in ("ed", "es") for stat in ("median", "p95", "max")]
 
