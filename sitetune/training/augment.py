@@ -168,19 +168,19 @@ class RandContrastEnhancement(RandomizableTransform):
         return (img - above + self.factor * above).clamp(max=1.0)  # the window's top
 
 
-class RandContrastEnhancementd(RandomizableTransform, MapTransform):
-    """Dictionary twin of `RandContrastEnhancement` (images only)."""
+class _DictionaryTwin(RandomizableTransform, MapTransform):
+    """A dictionary transform applying one draw of ``self.inner`` (a randomizable array
+    transform with ``prob`` 1) to every key, with probability ``prob``."""
 
-    def __init__(
-        self, keys: Sequence[Hashable] | Hashable, window: tuple[float, float], prob: float = 0.3
-    ) -> None:
-        MapTransform.__init__(self, keys)
+    inner: RandomizableTransform
+
+    def __init__(self, keys, prob: float, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.enhancement = RandContrastEnhancement(window, prob=1.0)
 
-    def set_random_state(self, seed: int | None = None, state=None) -> RandContrastEnhancementd:
+    def set_random_state(self, seed: int | None = None, state=None) -> _DictionaryTwin:
         super().set_random_state(seed, state)
-        self.enhancement.set_random_state(seed, state)
+        self.inner.set_random_state(seed, state)
         return self
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
@@ -188,10 +188,20 @@ class RandContrastEnhancementd(RandomizableTransform, MapTransform):
         self.randomize(None)
         if not self._do_transform:
             return d
-        self.enhancement.randomize()
+        self.inner.randomize()
         for key in self.key_iterator(d):
-            d[key] = self.enhancement(d[key], randomize=False)
+            d[key] = self.inner(d[key], randomize=False)
         return d
+
+
+class RandContrastEnhancementd(_DictionaryTwin):
+    """Dictionary twin of `RandContrastEnhancement` (images only)."""
+
+    def __init__(
+        self, keys: Sequence[Hashable] | Hashable, window: tuple[float, float], prob: float = 0.3
+    ) -> None:
+        super().__init__(keys, prob)
+        self.inner = RandContrastEnhancement(window, prob=1.0)
 
 
 class RandThickSlices(RandomizableTransform):
@@ -234,7 +244,7 @@ class RandThickSlices(RandomizableTransform):
         return Resize(shape, mode="trilinear", align_corners=False)(low)
 
 
-class RandThickSlicesd(RandomizableTransform, MapTransform):
+class RandThickSlicesd(_DictionaryTwin):
     """Dictionary twin of `RandThickSlices` (one draw for all ``keys``: images only)."""
 
     def __init__(
@@ -245,24 +255,8 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
         axes: Sequence[int] = (0, 1, 2),
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.slices = RandThickSlices(1.0, factor_range, axes)
-
-    def set_random_state(self, seed: int | None = None, state=None) -> RandThickSlicesd:
-        super().set_random_state(seed, state)
-        self.slices.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        self.slices.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.slices(d[key], randomize=False)
-        return d
+        super().__init__(keys, prob, allow_missing_keys)
+        self.inner = RandThickSlices(1.0, factor_range, axes)
 
 
 def augmentation(
