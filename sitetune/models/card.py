@@ -168,6 +168,17 @@ class ModelCard(BaseModel):
             raise ValueError(f"label values must be 1..N in order, got {values}")
         return labels
 
+    @model_validator(mode="after")
+    def _recommendation_fits(self) -> ModelCard:
+        if self.fine_tune.augment is Augment.CONTRAST and self.intensity.kind is not (
+            IntensityKind.WINDOW
+        ):
+            raise ValueError(
+                "fine_tune.augment 'contrast' varies CT contrast enhancement: "
+                "it needs a window intensity"
+            )
+        return self
+
     @classmethod
     def parse(cls, text: str | None) -> ModelCard:
         """A card from the JSON an operator sent; `InputError` / `InvalidInput` (422)

@@ -8,7 +8,7 @@ transforms on a training patch (``"image"`` ``(1, X, Y, Z)`` normalised float,
 
 - ``none``: the patch as sampled;
 - ``contrast`` (CT only): the patch as sampled, with the contrast enhancement varied
-  (`RandContrastEnhancement`: bolus timing, the largest CT protocol difference);
+  (`RandContrastEnhancement`: bolus timing, dose, cardiac output);
 - ``light``: small rotation and scaling, intensity scale/shift, gamma, Gaussian noise,
   and the flips the anatomy allows;
 - ``site_shift`` (the fine-tune default): ``light`` with larger ranges, plus elastic

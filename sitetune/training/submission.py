@@ -48,7 +48,8 @@ def check_job_request(registry: Registry, base: str, options: Mapping[str, Any])
     ``options`` holds `FineTuneConfig` fields; ``None`` values count as not given: the
     base card's `FineTuneDefaults` apply, else the config's own defaults (`job_config`).
     """
-    from sitetune.training.finetune import FineTuneConfig, job_config  # torch: on submission
+    from sitetune.training.augment import AugmentSpec  # torch: on submission
+    from sitetune.training.finetune import FineTuneConfig, job_config
 
     given = {key: value for key, value in options.items() if value is not None}
     _config(lambda: FineTuneConfig.model_validate(given))  # bad options before the base
@@ -60,7 +61,7 @@ def check_job_request(registry: Registry, base: str, options: Mapping[str, Any])
     version = registry.resolve(base)
     config = _config(lambda: job_config(version.card, given))
     try:
-        config.train_config(version.card)  # e.g. CT-only augmentation on an MR base
+        AugmentSpec.for_card(version.card, config.augment)  # e.g. CT-only on an MR base
     except ValueError as exc:
         raise InvalidInput(f"invalid job options: augment: {exc}", code="invalid_job") from exc
     return JobRequest(version, config)

@@ -141,6 +141,17 @@ def test_the_base_cards_recommended_options_fill_what_the_job_leaves_unset(store
     assert (plain.augment, plain.learning_rate) == ("site_shift", 1e-4)
 
 
+def test_a_card_cannot_recommend_ct_contrast_augmentation_for_mr():
+    card = ModelCard.model_validate_json((BUILTIN_DIR / "flair-lesion" / "card.json").read_text())
+    wrong = card.model_dump(mode="json") | {"fine_tune": {"augment": "contrast"}}
+    with pytest.raises(InvalidInput, match="window intensity") as raised:
+        ModelCard.parse(json.dumps(wrong))
+    assert raised.value.code == "invalid_card"
+    ct = ModelCard.model_validate_json((BUILTIN_DIR / "lv-ct" / "card.json").read_text())
+    fits = ct.model_dump(mode="json") | {"fine_tune": {"augment": "contrast"}}
+    assert ModelCard.parse(json.dumps(fits)).fine_tune.augment == "contrast"
+
+
 def test_invalid_job_lists_every_bad_option(stores):
     _, registry = stores
     with pytest.raises(InvalidInput) as raised:
